@@ -1,0 +1,1 @@
+"""FHIR R4 reading: loading files, resolving references, code systems, selective validation."""

@@ -1,0 +1,288 @@
+"""Load FHIR R4 JSON, NDJSON and XML (Bundles, single resources, CDS Hooks requests) as raw dicts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ptguard.errors import InputError, UnsupportedVersionError
+from ptguard.findings import Finding, data_quality
+
+Resource = dict[str, Any]
+
+MAX_BYTES_DEFAULT = 512 * 1024 * 1024
+
+# Resource types that exist only in R5 (a sample that is enough to recognise R5 data).
+R5_ONLY_TYPES = frozenset(
+    {
+        "ActorDefinition",
+        "ArtifactAssessment",
+        "BiologicallyDerivedProductDispense",
+        "ConditionDefinition",
+        "DeviceAssociation",
+        "DeviceDispense",
+        "DeviceUsage",
+        "EncounterHistory",
+        "FormularyItem",
+        "GenomicStudy",
+        "ImagingSelection",
+        "InventoryItem",
+        "InventoryReport",
+        "NutritionIntake",
+        "NutritionProduct",
+        "Permission",
+        "Requirements",
+        "TestPlan",
+        "Transport",
+    }
+)
+# Element names that R5 introduced on resources ptguard reads.
+_R5_FIELDS: dict[str, frozenset[str]] = {
+    "Encounter": frozenset({"actualPeriod", "plannedStartDate", "plannedEndDate", "virtualService", "careTeam"}),
+    "Claim": frozenset({"traceNumber", "diagnosisRelatedGroup", "encounter", "event"}),
+    "ClaimResponse": frozenset({"traceNumber", "decision", "diagnosisRelatedGroup", "event"}),
+    "DocumentReference": frozenset({"attester", "bodySite", "modality", "version", "basedOn"}),
+}
+
+
+@dataclass
+class LoadResult:
+    """What a file held: resources in order (with the Bundle fullUrl of each), and data-quality findings."""
+
+    source: str
+    resources: list[Resource] = field(default_factory=list)
+    full_urls: list[str | None] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    bundle_type: str | None = None
+
+    def add(self, resource: Resource, full_url: str | None = None) -> None:
+        self.resources.append(resource)
+        self.full_urls.append(full_url)
+
+
+def r5_reason(resource: Resource) -> str | None:
+    """Why a resource looks like FHIR R5 rather than R4, or None when nothing says so."""
+    rtype = resource.get("resourceType")
+    if rtype in R5_ONLY_TYPES:
+        return f"{rtype} exists only in FHIR R5"
+    for profile in (resource.get("meta") or {}).get("profile") or []:
+        if isinstance(profile, str) and re.search(r"/(5\.0|R5)(/|$)", profile):
+            return f"meta.profile {profile} is an R5 profile"
+    r5_fields = _R5_FIELDS.get(str(rtype), frozenset())
+    present = sorted(r5_fields.intersection(resource))
+    if rtype == "Encounter" and isinstance(resource.get("class"), list):
+        present.append("class (a list)")
+    if present:
+        return f"{rtype} has R5-only element(s) {', '.join(present)}"
+    return None
+
+
+def parse_json_bytes(raw: bytes, source: str) -> Any:
+    """orjson.loads with a byte-order mark removed and a one-line error naming the place of a syntax error."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", where=source) from None
+
+
+def _add_resource(result: LoadResult, item: Any, where: str, full_url: str | None = None) -> None:
+    if not isinstance(item, dict) or not isinstance(item.get("resourceType"), str):
+        result.findings.append(data_quality("not-a-resource", "entry has no resourceType; skipped", where))
+        return
+    reason = r5_reason(item)
+    if reason:
+        result.findings.append(
+            data_quality("r5-resource", f"{reason}; ptguard reads FHIR R4 only, skipped", where, severity="warning")
+        )
+        return
+    if item["resourceType"] == "Bundle":
+        _add_bundle(result, item, where)
+        return
+    result.add(item, full_url)
+
+
+def _add_bundle(result: LoadResult, bundle: Resource, where: str) -> None:
+    if result.bundle_type is None:
+        result.bundle_type = bundle.get("type")
+    entries = bundle.get("entry")
+    if entries is None:
+        return
+    if not isinstance(entries, list):
+        result.findings.append(data_quality("bad-bundle", "Bundle.entry is not a list; nothing read", where))
+        return
+    for i, entry in enumerate(entries):
+        ewhere = f"{where} entry[{i}]"
+        if not isinstance(entry, dict):
+            result.findings.append(data_quality("bad-entry", "Bundle entry is not an object; skipped", ewhere))
+            continue
+        resource = entry.get("resource")
+        if resource is None:
+            continue  # e.g. a DELETE request entry or a searchset outcome without a resource
+        full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+        _add_resource(result, resource, ewhere, full_url)
+
+
+def _add_cds_request(result: LoadResult, request: dict[str, Any], where: str) -> None:
+    """A CDS Hooks request: its prefetch values and draftOrders are the resources."""
+    prefetch = request.get("prefetch") or {}
+    if isinstance(prefetch, dict):
+        for key, value in prefetch.items():
+            if value is None:
+                continue
+            _add_resource(result, value, f"{where} prefetch.{key}")
+    context = request.get("context") or {}
+    if isinstance(context, dict):
+        for key in ("draftOrders", "selections_bundle"):
+            if isinstance(context.get(key), dict):
+                _add_resource(result, context[key], f"{where} context.{key}")
+
+
+def load_json_value(value: Any, source: str) -> LoadResult:
+    """Interpret already-parsed JSON: a resource, a Bundle, a list of resources, or a CDS Hooks request."""
+    result = LoadResult(source=source)
+    if isinstance(value, dict) and isinstance(value.get("resourceType"), str):
+        reason = r5_reason(value)
+        if reason:
+            raise UnsupportedVersionError(f"{reason}; ptguard reads FHIR R4 only", where=source)
+        _add_resource(result, value, source)
+    elif isinstance(value, dict) and "hook" in value and ("context" in value or "prefetch" in value):
+        _add_cds_request(result, value, source)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _add_resource(result, item, f"{source}[{i}]")
+    elif isinstance(value, dict):
+        embedded = list(_embedded_resources(value))
+        for path, item in embedded:
+            _add_resource(result, item, f"{source} {path}")
+        keys = ", ".join(sorted(value)[:5])
+        what = f"{len(embedded)} embedded resource(s) read" if embedded else "nothing read"
+        result.findings.append(
+            data_quality("not-fhir", f"JSON object is not a FHIR resource (keys: {keys}); {what}", source)
+        )
+    else:
+        raise InputError(f"JSON {type(value).__name__} is not a FHIR resource", where=source)
+    return result
+
+
+def _embedded_resources(value: Any, path: str = "$") -> Iterable[tuple[str, Resource]]:
+    """FHIR resources nested anywhere in non-FHIR JSON (e.g. CDS Hooks card suggestions)."""
+    if isinstance(value, dict):
+        if isinstance(value.get("resourceType"), str):
+            yield path, value
+            return
+        for key, item in value.items():
+            yield from _embedded_resources(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _embedded_resources(item, f"{path}[{i}]")
+
+
+def load_ndjson(raw: bytes, source: str) -> LoadResult:
+    """One resource per line; a bad line is a data-quality finding, not the end of the file."""
+    result = LoadResult(source=source)
+    for lineno, line in enumerate(raw.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        where = f"{source} line {lineno}"
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            result.findings.append(data_quality("malformed-line", f"malformed JSON ({exc.msg}); line skipped", where))
+            continue
+        _add_resource(result, item, where)
+    return result
+
+
+def load_xml(raw: bytes, source: str) -> LoadResult:
+    """FHIR XML through fhir.resources R4B, then back to plain JSON dicts."""
+    from xml.etree import ElementTree as ET  # noqa: S405 - parsing only, no entity expansion below
+
+    try:
+        root = ET.fromstring(raw, parser=ET.XMLParser())  # noqa: S314
+    except ET.ParseError as exc:
+        raise InputError(f"malformed XML ({exc})", where=source) from None
+    rtype = root.tag.split("}")[-1]
+    try:
+        from fhir.resources.R4B import get_fhir_model_class
+
+        model = get_fhir_model_class(rtype)
+        obj = model.model_validate_xml(raw)
+        value = orjson.loads(obj.model_dump_json(exclude_none=True))
+    except KeyError:
+        raise InputError(f"XML root <{rtype}> is not a FHIR R4 resource", where=source) from None
+    except Exception as exc:  # noqa: BLE001 - any validation failure becomes a one-line input error
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"FHIR XML could not be read ({first})", where=source) from None
+    return load_json_value(value, source)
+
+
+def load_bytes(raw: bytes, source: str, *, fmt: str | None = None) -> LoadResult:
+    """Load from bytes; `fmt` is json, ndjson or xml, else sniffed from the content."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    stripped = raw.lstrip()
+    if not stripped:
+        raise InputError("file is empty", where=source)
+    if fmt is None:
+        if stripped[:1] == b"<":
+            fmt = "xml"
+        elif source.endswith(".ndjson") or _looks_like_ndjson(stripped):
+            fmt = "ndjson"
+        else:
+            fmt = "json"
+    if fmt == "xml":
+        return load_xml(raw, source)
+    if fmt == "ndjson":
+        return load_ndjson(raw, source)
+    return load_json_value(parse_json_bytes(raw, source), source)
+
+
+def _looks_like_ndjson(data: bytes) -> bool:
+    first, _, rest = data.partition(b"\n")
+    if not rest.strip() or not first.rstrip().endswith(b"}"):
+        return False
+    try:
+        orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def load_path(path: str | Path, *, max_bytes: int = MAX_BYTES_DEFAULT) -> LoadResult:
+    """Load one file, with clear errors for a missing, unreadable, or oversized file."""
+    p = Path(path)
+    source = str(p)
+    if not p.exists():
+        raise InputError("no such file", where=source)
+    if p.is_dir():
+        raise InputError("is a directory; give a file", where=source)
+    size = p.stat().st_size
+    if size > max_bytes:
+        raise InputError(f"file is {size // (1024 * 1024)} MiB, over the {max_bytes // (1024 * 1024)} MiB limit", where=source)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror})", where=source) from None
+    return load_bytes(raw, p.name if len(source) > 200 else source)
+
+
+def load_many(paths: Iterable[str | Path]) -> LoadResult:
+    """Several files as one collection (e.g. a patient's Bundle plus an NDJSON export)."""
+    merged = LoadResult(source=", ".join(str(p) for p in paths))
+    for p in paths:
+        part = load_path(p)
+        merged.resources.extend(part.resources)
+        merged.full_urls.extend(part.full_urls)
+        merged.findings.extend(part.findings)
+    return merged
+
+
+__all__ = ["LoadResult", "Resource", "load_bytes", "load_json_value", "load_many", "load_path", "r5_reason"]

@@ -1,0 +1,140 @@
+"""Resolve FHIR references (relative, absolute, urn:uuid, contained #id, conditional) within loaded data."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ptguard.fhir.load import LoadResult, Resource
+
+_TYPE_ID = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?/?$")
+
+
+def ref_string(value: Any) -> str | None:
+    """The `reference` string of a Reference (or a bare string), else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("reference"), str):
+        return str(value["reference"])
+    return None
+
+
+def label(resource: Resource) -> str:
+    """`Type/id` of a resource, the form used in evidence and messages."""
+    return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
+
+
+class ResourceIndex:
+    """Every resource of a load, reachable by Type/id, fullUrl or urn:uuid, and by type."""
+
+    def __init__(self, resources: Iterable[Resource], full_urls: Iterable[str | None] | None = None) -> None:
+        self._by_key: dict[str, Resource] = {}
+        self._by_type: dict[str, list[Resource]] = defaultdict(list)
+        self._label: dict[int, str] = {}
+        urls = list(full_urls) if full_urls is not None else []
+        for i, res in enumerate(resources):
+            rtype = str(res.get("resourceType"))
+            self._by_type[rtype].append(res)
+            full_url = urls[i] if i < len(urls) else None
+            rid = res.get("id")
+            if isinstance(rid, str) and rid:
+                self._by_key.setdefault(f"{rtype}/{rid}", res)
+                self._label[id(res)] = f"{rtype}/{rid}"
+            if full_url:
+                self._by_key.setdefault(full_url, res)
+                if id(res) not in self._label:
+                    self._label[id(res)] = full_url
+                m = _TYPE_ID.search(full_url)
+                if m and not rid:
+                    self._by_key.setdefault(f"{m.group(1)}/{m.group(2)}", res)
+
+    @classmethod
+    def from_load(cls, result: LoadResult) -> ResourceIndex:
+        return cls(result.resources, result.full_urls)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_type.values())
+
+    def of_type(self, rtype: str) -> list[Resource]:
+        return self._by_type.get(rtype, [])
+
+    def all(self) -> Iterator[Resource]:
+        for items in self._by_type.values():
+            yield from items
+
+    def label(self, resource: Resource) -> str:
+        """The reference to cite for a resource: Type/id, else its fullUrl, else Type."""
+        return self._label.get(id(resource)) or label(resource)
+
+    def get(self, rtype: str, rid: str) -> Resource | None:
+        return self._by_key.get(f"{rtype}/{rid}")
+
+    def resolve(self, reference: Any, source: Resource | None = None) -> Resource | None:
+        """The resource a reference points to, or None when it is not in this data."""
+        ref = ref_string(reference)
+        if not ref:
+            return None
+        if ref.startswith("#"):
+            return _contained(source, ref[1:])
+        found = self._by_key.get(ref)
+        if found is not None:
+            return found
+        if "?" in ref:
+            return self._conditional(ref)
+        m = _TYPE_ID.search(ref)
+        if m:
+            return self._by_key.get(f"{m.group(1)}/{m.group(2)}")
+        return None
+
+    def _conditional(self, ref: str) -> Resource | None:
+        rtype, _, query = ref.partition("?")
+        params = parse_qs(query)
+        for ident in params.get("identifier", []):
+            system, _, value = ident.rpartition("|")
+            for res in self.of_type(rtype):
+                for i in res.get("identifier") or []:
+                    if isinstance(i, dict) and i.get("value") == value and (not system or i.get("system") == system):
+                        return res
+        return None
+
+    def referencing(self, rtype: str, path: str, target: Resource) -> list[Resource]:
+        """Resources of `rtype` whose reference at `path` (dotted, lists walked) points at `target`."""
+        out = []
+        for res in self.of_type(rtype):
+            for value in walk(res, path):
+                if self.resolve(value, res) is target:
+                    out.append(res)
+                    break
+        return out
+
+
+def walk(resource: Any, path: str) -> Iterator[Any]:
+    """Values at a dotted path, descending into lists (a tiny subset of FHIRPath)."""
+    current: list[Any] = [resource]
+    for part in path.split("."):
+        nxt: list[Any] = []
+        for item in current:
+            if isinstance(item, dict) and part in item:
+                value = item[part]
+                nxt.extend(value if isinstance(value, list) else [value])
+        current = nxt
+    yield from current
+
+
+def _contained(source: Resource | None, rid: str) -> Resource | None:
+    if not source:
+        return None
+    if not rid:
+        return source
+    for c in source.get("contained") or []:
+        if isinstance(c, dict) and c.get("id") == rid:
+            return c
+    return None
+
+
+def same_server_path(url: str) -> str:
+    """The path of an absolute URL, for comparing references across host spellings."""
+    return urlsplit(url).path.rstrip("/")
