@@ -14,7 +14,7 @@ from sandbox.fhir_server import DEFAULT_BASE_PATH, FhirServerProcess
 
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     """Register `sandbox fhir [--port P]` on an argparse subparsers object; returns the `sandbox` parser."""
-    sandbox = subparsers.add_parser("sandbox", help="run sandbox services (dev and demo only)")
+    sandbox: argparse.ArgumentParser = subparsers.add_parser("sandbox", help="run sandbox services (dev and demo only)")
     commands = sandbox.add_subparsers(dest="sandbox_command", metavar="COMMAND")
     commands.required = True
     fhir = commands.add_parser("fhir", help="run the sandbox FHIR R4 server (in memory) until Ctrl-C")

@@ -177,7 +177,8 @@ class FhirServerProcess:
         if proc is None or proc.stdout is None:
             return
         with contextlib.suppress(OSError, ValueError):
-            while proc.stdout.read1(65536):
+            fd = proc.stdout.fileno()
+            while os.read(fd, 65536):
                 pass
 
     def stop(self, timeout: float = 5.0) -> None:
