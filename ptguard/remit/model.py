@@ -116,6 +116,7 @@ class Remittance:
     group_control_number: str
     transaction_control_number: str
     version: str
+    interchange_date: date | None = None
     sender_id: str | None = None
     receiver_id: str | None = None
     payer: Party = field(default_factory=Party)

@@ -321,7 +321,7 @@ def _amount(seg: Segment, position: int, what: str, *, required: bool = True) ->
 
 def _req_amount(seg: Segment, position: int, what: str) -> Decimal:
     value = _amount(seg, position, what)
-    assert value is not None  # noqa: S101 - required=True never returns None
+    assert value is not None
     return value
 
 
@@ -335,6 +335,15 @@ def _date(seg: Segment, position: int, what: str) -> date | None:
         return date(int(raw[:4]), int(raw[4:6]), int(raw[6:8]))
     except ValueError as exc:
         raise _ElementError(_name(seg, position), f"{what} {_shown(raw)} is not a calendar date") from exc
+
+
+def _gs_date(gs: Segment | None) -> date | None:
+    if gs is None:
+        return None
+    try:
+        return _date(gs, 4, "group date")
+    except _ElementError:
+        return None
 
 
 def _split_composite(seg: Segment, position: int, delims: Delimiters, warnings: list[str]) -> list[str]:
@@ -519,6 +528,7 @@ class _Reader:
             group_control_number=gs.el(6) if gs else "",
             transaction_control_number=seg.el(2),
             version=version,
+            interchange_date=_gs_date(gs),
             sender_id=isa.el(6) if isa else None,
             receiver_id=isa.el(8) if isa else None,
             segment_number=seg.number,
@@ -538,7 +548,7 @@ class _Reader:
 
     def finish_transaction(self, se: Segment) -> None:
         self.finish_claim()
-        assert self.st is not None  # noqa: S101 - only called inside a transaction
+        assert self.st is not None
         declared = se.el(1)
         if not declared.isdigit():
             self.error(f"SE01 {_shown(declared)} is not a segment count", se, "SE01")
@@ -580,7 +590,7 @@ class _Reader:
     # -- 835 body ------------------------------------------------------------------------------------
     def body(self, seg: Segment) -> None:
         rem = self.rem
-        assert rem is not None  # noqa: S101 - skip_transaction is set when there is none
+        assert rem is not None
         tag = seg.tag
         if tag == "CLP":
             self.finish_claim()
@@ -623,9 +633,8 @@ class _Reader:
                 self.n1 = party
             else:
                 self.n1 = None
-        elif tag == "REF" and self.n1 is not None and self.n1 is rem.payer and seg.el(1) == "2U":
-            if not rem.payer.identifier:
-                rem.payer.id_qualifier, rem.payer.identifier = "2U", seg.el(2) or None
+        elif tag == "REF" and self.n1 is rem.payer and seg.el(1) == "2U" and not rem.payer.identifier:
+            rem.payer.id_qualifier, rem.payer.identifier = "2U", seg.el(2) or None
 
     def start_claim(self, seg: Segment) -> None:
         self.claim_bad = False
@@ -691,9 +700,8 @@ class _Reader:
             line.line_control_number = seg.el(2) or None
         elif tag == "AMT" and line is not None and seg.el(1) == "B6":
             line.allowed_amount = _amount(seg, 2, "allowed amount")
-        elif tag == "LQ" and line is not None and seg.el(1) == "HE":
-            if seg.el(2):
-                line.remark_codes.append(seg.el(2))
+        elif tag == "LQ" and line is not None and seg.el(1) == "HE" and seg.el(2):
+            line.remark_codes.append(seg.el(2))
 
     def service(self, seg: Segment) -> ServiceLine:
         warnings = self.result.warnings
