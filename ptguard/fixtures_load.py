@@ -217,7 +217,9 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         description="Post the fixture transaction Bundles to any FHIR R4 server. Conditional creates make a"
         f" second run create nothing. The bearer token may come from ${TOKEN_ENV}.",
     )
-    parser.add_argument("--fhir", required=True, metavar="URL", help="FHIR base URL, e.g. http://127.0.0.1:8090/fhir/R4")
+    parser.add_argument(
+        "--fhir", required=True, metavar="URL", help="FHIR base URL, e.g. http://127.0.0.1:8090/fhir/R4"
+    )
     parser.add_argument("--token", default=None, help=f"bearer token (prefer ${TOKEN_ENV}: argv is visible to others)")
     parser.add_argument("--dir", type=Path, default=None, help="fixture directory (default: fhir_fixtures)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")

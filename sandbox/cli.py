@@ -28,9 +28,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_fhir(args: argparse.Namespace) -> int:
     """Run the FHIR server in the foreground; Ctrl-C stops it. Returns an exit code."""
-    server = FhirServerProcess(
-        port=args.port, base_path=args.base, log_path=args.log, require_token=args.require_token
-    )
+    server = FhirServerProcess(port=args.port, base_path=args.base, log_path=args.log, require_token=args.require_token)
     try:
         base = server.start()
     except PtguardError as exc:

@@ -55,9 +55,7 @@ def test_404_is_not_found_error(client: FhirClient) -> None:
     assert "not found" in str(info.value)
 
 
-@pytest.mark.parametrize(
-    ("status", "hint"), [(401, "token missing, invalid or expired"), (403, "lacks the scope")]
-)
+@pytest.mark.parametrize(("status", "hint"), [(401, "token missing, invalid or expired"), (403, "lacks the scope")])
 @responses.activate
 def test_401_403(client: FhirClient, status: int, hint: str) -> None:
     responses.get(f"{BASE}/Patient/p1", status=status, json=oo(f"denied for token {TOKEN}"))
