@@ -12,7 +12,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The sandbox FHIR server's npm packages (Medplum 4.5.2): reinstalled only when the lockfile changes.
+FHIR_SERVER := sandbox/fhir-server
+NPM_STAMP := $(FHIR_SERVER)/node_modules/.ptguard-installed
+
+$(NPM_STAMP): $(FHIR_SERVER)/package.json $(FHIR_SERVER)/package-lock.json
+	npm ci --prefix $(FHIR_SERVER) --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
+setup: $(STAMP) $(NPM_STAMP)
 
 demo: setup
 	$(VENV)/bin/ptguard check fhir_fixtures/clinic.json
