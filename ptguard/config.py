@@ -51,9 +51,7 @@ def _convert(name: str, raw: str) -> object:
     return raw
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
-) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None) -> Settings:
     """Defaults, then environment, then overrides (tests)."""
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}

@@ -26,7 +26,7 @@ def validate(resource: dict[str, Any], reference: str) -> list[Finding]:
         return [data_quality("unknown-type", f"{rtype} is not an R4 resource type", reference, severity="warning")]
     try:
         model.model_validate(resource)
-    except Exception as exc:  # noqa: BLE001 - pydantic ValidationError and anything the model raises
+    except Exception as exc:
         errors = getattr(exc, "errors", None)
         details: list[str] = []
         if callable(errors):

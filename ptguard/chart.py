@@ -1,0 +1,852 @@
+"""TherapyVisit: one therapy encounter assembled from loaded FHIR data, with every fact's source reference."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from ptguard.fhir import codes
+from ptguard.fhir.dates import has_zone, minutes_between, parse_date, parse_datetime
+from ptguard.fhir.load import LoadResult, Resource
+from ptguard.fhir.refs import ResourceIndex, ref_string
+from ptguard.fhir.validate import validate
+from ptguard.findings import Finding, data_quality
+from ptguard.rules.tables import table
+
+EXT = "https://ptguard.dev/fhir/StructureDefinition/"
+PAYER_ID_SYSTEM = "https://ptguard.dev/payer-id"
+Role = Literal["therapist", "assistant", "unknown"]
+Discipline = Literal["PT", "OT", "unknown"]
+_MIN_IN_TEXT = re.compile(r"\b(\d{1,3})\s*(?:min(?:ute)?s?)\b", re.IGNORECASE)
+_TAGS = re.compile(r"<[^>]+>")
+_PROGRESS = re.compile(r"progress (report|note)|re-?evaluation|recertif", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class NoteText:
+    """A piece of note text and the resource it came from."""
+
+    reference: str
+    text: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Clinician:
+    """The person who performed a procedure, and whether they are a therapist or an assistant."""
+
+    reference: str
+    name: str
+    role: Role
+    discipline: Discipline
+    qualifications: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProcedureLine:
+    """One performed therapy procedure with its minutes and modifiers."""
+
+    reference: str
+    code: str
+    minutes: int | None
+    minutes_source: str
+    modifiers: tuple[str, ...]
+    performers: tuple[Clinician, ...]
+    assistant_minutes: int | None
+
+
+@dataclass(frozen=True)
+class BilledLine:
+    """One Claim item: code, modifiers, units and amount."""
+
+    reference: str
+    claim_reference: str
+    sequence: int | None
+    code: str
+    modifiers: tuple[str, ...]
+    units: float | None
+    net: float | None
+    diagnoses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """An objective measure (Observation) with its value and date."""
+
+    reference: str
+    name: str
+    value: str
+    when: date | None
+    this_visit: bool
+
+
+@dataclass(frozen=True)
+class GoalInfo:
+    """A patient goal, as written."""
+
+    reference: str
+    text: str
+    due: date | None
+    status: str
+
+
+@dataclass(frozen=True)
+class PlanOfCare:
+    """A plan of care (CarePlan) with its certification period and dates."""
+
+    reference: str
+    start: date | None
+    end: date | None
+    certified: date | None
+    sent: date | None
+    planned_codes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Referral:
+    """A physician order or referral (ServiceRequest)."""
+
+    reference: str
+    authored: date | None
+    requester: str
+
+
+@dataclass
+class TherapyVisit:
+    """Everything the rules need about one therapy encounter."""
+
+    encounter_reference: str
+    encounter_id: str
+    patient_reference: str
+    patient_name: str
+    visit_date: date | None
+    start: datetime | None
+    payer_id: str
+    payer_name: str
+    payer_reference: str | None
+    coverage_reference: str | None
+    procedures: list[ProcedureLine] = field(default_factory=list)
+    billed: list[BilledLine] = field(default_factory=list)
+    notes: list[NoteText] = field(default_factory=list)
+    measures: list[Measure] = field(default_factory=list)
+    goals: list[GoalInfo] = field(default_factory=list)
+    plans: list[PlanOfCare] = field(default_factory=list)
+    referrals: list[Referral] = field(default_factory=list)
+    diagnoses: list[str] = field(default_factory=list)
+    treatment_day: int | None = None
+    episode_start: date | None = None
+    last_progress_report: date | None = None
+    progress_report_reference: str | None = None
+    treatment_days_since_report: int | None = None
+    ytd_therapy_amount: float | None = None
+    this_visit_amount: float | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def codes(self) -> set[str]:
+        """Every therapy code performed or billed on this visit."""
+        return {p.code for p in self.procedures} | {b.code for b in self.billed}
+
+    def minutes_by_code(self) -> dict[str, int]:
+        """Timed minutes per code (summing several Procedures of the same code)."""
+        out: dict[str, int] = defaultdict(int)
+        for p in self.procedures:
+            if p.minutes is not None:
+                out[p.code] += p.minutes
+        return dict(out)
+
+    def billed_units_by_code(self) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        for b in self.billed:
+            if b.units is not None:
+                out[b.code] += b.units
+        return dict(out)
+
+    def modifiers_for(self, code: str) -> set[str]:
+        """Modifiers on the billed lines of a code, else on its Procedures."""
+        billed = {m for b in self.billed if b.code == code for m in b.modifiers}
+        if billed or any(b.code == code for b in self.billed):
+            return billed
+        return {m for p in self.procedures if p.code == code for m in p.modifiers}
+
+    def note_text(self) -> str:
+        return "\n".join(n.text for n in self.notes)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _ext_value(resource: Any, name: str) -> Any:
+    for ext in resource.get("extension") or [] if isinstance(resource, dict) else []:
+        if isinstance(ext, dict) and ext.get("url") == EXT + name:
+            for key, value in ext.items():
+                if key.startswith("value"):
+                    return value
+    return None
+
+
+def _obj(resource: Any, key: str) -> dict[str, Any]:
+    """resource[key] when it is a JSON object, else an empty dict (tolerates malformed data)."""
+    value = resource.get(key) if isinstance(resource, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, dict):
+        return _number(value.get("value"))
+    return None
+
+
+def _money(value: Any) -> float | None:
+    return _number(value) if isinstance(value, dict) else None
+
+
+def _human_name(resource: Resource | None) -> str:
+    if not resource:
+        return ""
+    for name in resource.get("name") or []:
+        if not isinstance(name, dict):
+            continue
+        if isinstance(name.get("text"), str):
+            return str(name["text"])
+        given = " ".join(g for g in name.get("given") or [] if isinstance(g, str))
+        family = name.get("family") if isinstance(name.get("family"), str) else ""
+        full = f"{given} {family}".strip()
+        if full:
+            return full
+    if isinstance(resource.get("name"), str):
+        return str(resource["name"])
+    return ""
+
+
+def html_to_text(markup: str) -> str:
+    """Visible text of an XHTML/HTML fragment, block elements turned into line breaks."""
+    markup = re.sub(r"(?i)<\s*(br|/p|/div|/li|/tr|/h\d)\s*/?>", "\n", markup)
+    return html.unescape(_TAGS.sub(" ", markup)).replace("\xa0", " ")
+
+
+def _attachment_text(att: dict[str, Any]) -> str | None:
+    data = att.get("data")
+    if not isinstance(data, str):
+        return None
+    try:
+        raw = base64.b64decode(data, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    text = raw.decode("utf-8", errors="replace")
+    ctype = str(att.get("contentType") or "text/plain").lower()
+    if "html" in ctype or "xml" in ctype:
+        text = html_to_text(text)
+    elif not ctype.startswith("text/"):
+        return None
+    return text
+
+
+def _modifier_codes(concepts: Iterable[Any]) -> tuple[str, ...]:
+    out: list[str] = []
+    for concept in concepts:
+        for c in codes.codings(concept):
+            code = c.get("code")
+            if isinstance(code, str) and code.strip():
+                out.append(code.strip().upper())
+    return tuple(dict.fromkeys(out))
+
+
+class _Roles:
+    def __init__(self) -> None:
+        data = table("clinician-roles")
+        self.therapist = {s.upper() for s in data["therapist"]}
+        self.assistant = {s.upper() for s in data["assistant"]}
+        self.occupational = {s.upper() for s in data["occupational"]}
+
+    def classify(self, words: Iterable[str]) -> tuple[Role, Discipline]:
+        items = {w.strip().upper() for w in words if w and w.strip()}
+        role: Role = "assistant" if items & self.assistant else "therapist" if items & self.therapist else "unknown"
+        if items & self.occupational:
+            return role, "OT"
+        return role, ("PT" if role != "unknown" else "unknown")
+
+
+class _PayerMap:
+    def __init__(self, path: Path | None) -> None:
+        if path is not None:
+            import yaml
+
+            from ptguard.errors import ConfigError
+
+            try:
+                data = yaml.safe_load(path.read_text())
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"payer map cannot be read ({exc.__class__.__name__})", where=str(path)) from None
+        else:
+            data = table("payer-map")
+        self.system = data.get("identifier_system", PAYER_ID_SYSTEM)
+        self.patterns = [(re.compile(p["pattern"], re.IGNORECASE), p["payer"]) for p in data.get("name_patterns", [])]
+        self.default = data.get("default", "default-commercial")
+
+    def payer_for(self, org: Resource | None, display: str) -> str:
+        if org:
+            for ident in org.get("identifier") or []:
+                if isinstance(ident, dict) and ident.get("system") == self.system and ident.get("value"):
+                    return str(ident["value"])
+        name = _human_name(org) or display
+        for pattern, payer in self.patterns:
+            if pattern.search(name):
+                return str(payer)
+        return str(self.default)
+
+
+# ---------------------------------------------------------------- the builder
+
+
+class ChartBuilder:
+    """Indexes a load once, then assembles a TherapyVisit per therapy encounter."""
+
+    def __init__(self, result: LoadResult, *, payer_map: Path | None = None, validate_resources: bool = True) -> None:
+        self.result = result
+        self.index = ResourceIndex.from_load(result)
+        self.validate_resources = validate_resources
+        codes_table = table("therapy-codes")
+        self.timed_codes = set(codes_table["timed"])
+        self.therapy_codes = self.timed_codes | set(codes_table["untimed"])
+        self.roles = _Roles()
+        self.payers = _PayerMap(payer_map)
+        self._group()
+
+    # grouping: one pass per resource type, each reference resolved once
+    def _key(self, reference: Any, source: Resource) -> int | None:
+        target = self.index.resolve(reference, source)
+        return id(target) if target is not None else None
+
+    def _patient_key(self, resource: Resource, *paths: str) -> int | str | None:
+        for path in paths:
+            value = resource.get(path)
+            if isinstance(value, list):
+                value = value[0] if value else None
+            ref = ref_string(value)
+            if ref:
+                target = self.index.resolve(ref, resource)
+                return id(target) if target is not None else ref
+        return None
+
+    def _group(self) -> None:
+        ix = self.index
+        self.procs_by_enc: dict[int, list[Resource]] = defaultdict(list)
+        for p in ix.of_type("Procedure"):
+            k = self._key(p.get("encounter") or p.get("context"), p)
+            if k is not None:
+                self.procs_by_enc[k].append(p)
+        self.items_by_enc: dict[int, list[tuple[Resource, dict[str, Any]]]] = defaultdict(list)
+        self.claims_by_patient: dict[int | str, list[Resource]] = defaultdict(list)
+        for claim in ix.of_type("Claim"):
+            pk = self._patient_key(claim, "patient")
+            if pk is not None:
+                self.claims_by_patient[pk].append(claim)
+            for item in claim.get("item") or []:
+                if not isinstance(item, dict):
+                    continue
+                for enc_ref in item.get("encounter") or []:
+                    k = self._key(enc_ref, claim)
+                    if k is not None:
+                        self.items_by_enc[k].append((claim, item))
+        self.docs_by_enc: dict[int, list[Resource]] = defaultdict(list)
+        self.docs_by_patient: dict[int | str, list[Resource]] = defaultdict(list)
+        for doc in ix.of_type("DocumentReference"):
+            for enc_ref in (
+                (doc.get("context") or {}).get("encounter") or [] if isinstance(doc.get("context"), dict) else []
+            ):
+                k = self._key(enc_ref, doc)
+                if k is not None:
+                    self.docs_by_enc[k].append(doc)
+            pk = self._patient_key(doc, "subject")
+            if pk is not None:
+                self.docs_by_patient[pk].append(doc)
+        self.comps_by_enc: dict[int, list[Resource]] = defaultdict(list)
+        for comp in ix.of_type("Composition"):
+            k = self._key(comp.get("encounter"), comp)
+            if k is not None:
+                self.comps_by_enc[k].append(comp)
+        self.by_patient: dict[str, dict[int | str, list[Resource]]] = {}
+        for rtype, paths in (
+            ("Observation", ("subject",)),
+            ("Goal", ("subject",)),
+            ("CarePlan", ("subject",)),
+            ("ServiceRequest", ("subject",)),
+            ("Coverage", ("beneficiary", "subscriber")),
+            ("Encounter", ("subject",)),
+            ("Condition", ("subject",)),
+        ):
+            groups: dict[int | str, list[Resource]] = defaultdict(list)
+            for res in ix.of_type(rtype):
+                pk = self._patient_key(res, *paths)
+                if pk is not None:
+                    groups[pk].append(res)
+            self.by_patient[rtype] = groups
+        self._therapy_dates: dict[int | str, list[date]] = {}
+
+    def _encounter_codes(self, enc: Resource) -> set[str]:
+        found: set[str] = set()
+        for p in self.procs_by_enc.get(id(enc), []):
+            code = codes.procedure_code(p.get("code"))
+            if code:
+                found.add(code)
+        for _claim, item in self.items_by_enc.get(id(enc), []):
+            code = codes.procedure_code(item.get("productOrService"))
+            if code:
+                found.add(code)
+        return found
+
+    def is_therapy_encounter(self, enc: Resource) -> bool:
+        return bool(self._encounter_codes(enc) & self.therapy_codes)
+
+    def therapy_encounters(self) -> list[Resource]:
+        return [e for e in self.index.of_type("Encounter") if self.is_therapy_encounter(e)]
+
+    def _therapy_dates_for(self, pk: int | str) -> list[date]:
+        if pk not in self._therapy_dates:
+            dates = {
+                d
+                for e in self.by_patient["Encounter"].get(pk, [])
+                if self.is_therapy_encounter(e) and (d := parse_date((e.get("period") or {}).get("start"))) is not None
+            }
+            self._therapy_dates[pk] = sorted(dates)
+        return self._therapy_dates[pk]
+
+    # ------------------------------------------------------------ assembly
+
+    def build(self, encounter: Resource, *, payer_override: str | None = None) -> TherapyVisit:
+        ix = self.index
+        ref = ix.label(encounter)
+        findings: list[Finding] = []
+        if self.validate_resources:
+            findings.extend(validate(encounter, ref))
+        period = _obj(encounter, "period")
+        start_raw = period.get("start")
+        if start_raw is None:
+            findings.append(
+                data_quality(
+                    "no-date", "Encounter has no period.start; date-based rules skipped", ref, severity="warning"
+                )
+            )
+        elif not has_zone(start_raw):
+            findings.append(data_quality("no-timezone", "Encounter.period.start has no timezone offset", ref))
+        visit_date = parse_date(start_raw)
+        patient = ix.resolve(encounter.get("subject"), encounter)
+        pk: int | str | None = id(patient) if patient is not None else ref_string(encounter.get("subject"))
+        if patient is None:
+            findings.append(
+                data_quality(
+                    "missing-reference",
+                    f"Encounter.subject {ref_string(encounter.get('subject')) or '(none)'} is not in the data",
+                    ref,
+                    severity="warning",
+                )
+            )
+        visit = TherapyVisit(
+            encounter_reference=ref,
+            encounter_id=str(encounter.get("id") or ref),
+            patient_reference=ix.label(patient) if patient else (ref_string(encounter.get("subject")) or ""),
+            patient_name=_human_name(patient),
+            visit_date=visit_date,
+            start=parse_datetime(start_raw),
+            payer_id="default-commercial",
+            payer_name="",
+            payer_reference=None,
+            coverage_reference=None,
+            findings=findings,
+        )
+        self._procedures(visit, encounter)
+        claims = self._billed(visit, encounter, pk)
+        self._payer(visit, claims, pk, payer_override)
+        self._notes(visit, encounter)
+        if pk is not None:
+            self._patient_context(visit, encounter, pk)
+        return visit
+
+    def _clinician(self, actor_ref: Any, source: Resource) -> Clinician | None:
+        ix = self.index
+        actor = ix.resolve(actor_ref, source)
+        if actor is None:
+            ref = ref_string(actor_ref)
+            return Clinician(ref or "", "", "unknown", "unknown", ()) if ref else None
+        words: list[str] = []
+        practitioner = actor
+        if actor.get("resourceType") == "PractitionerRole":
+            for concept in actor.get("code") or []:
+                words.extend(c.get("code", "") for c in codes.codings(concept))
+                words.extend(c.get("display", "") for c in codes.codings(concept))
+                if isinstance(concept, dict) and concept.get("text"):
+                    words.append(str(concept["text"]))
+            practitioner = ix.resolve(actor.get("practitioner"), actor) or actor
+        for q in practitioner.get("qualification") or []:
+            if isinstance(q, dict):
+                concept = q.get("code")
+                words.extend(str(c.get("code", "")) for c in codes.codings(concept))
+                words.extend(str(c.get("display", "")) for c in codes.codings(concept))
+                if isinstance(concept, dict) and concept.get("text"):
+                    words.append(str(concept["text"]))
+        role, discipline = self.roles.classify(words)
+        quals = tuple(dict.fromkeys(w for w in words if w))
+        return Clinician(ix.label(actor), _human_name(practitioner), role, discipline, quals)
+
+    def _procedures(self, visit: TherapyVisit, encounter: Resource) -> None:
+        ix = self.index
+        for p in self.procs_by_enc.get(id(encounter), []):
+            code = codes.procedure_code(p.get("code"))
+            pref = ix.label(p)
+            if not code or code not in self.therapy_codes:
+                continue
+            if p.get("status") in {"not-done", "entered-in-error"}:
+                continue
+            if self.validate_resources:
+                visit.findings.extend(validate(p, pref))
+            minutes: int | None = None
+            source = "none"
+            ext = _number(_ext_value(p, "timed-minutes"))
+            if ext is not None:
+                minutes, source = int(ext), "timed-minutes extension"
+            else:
+                period = _obj(p, "performedPeriod")
+                span = minutes_between(period.get("start"), period.get("end"))
+                if span is not None:
+                    minutes, source = span, "performedPeriod"
+                else:
+                    for note in p.get("note") or []:
+                        m = _MIN_IN_TEXT.search(str(note.get("text", ""))) if isinstance(note, dict) else None
+                        if m:
+                            minutes, source = int(m.group(1)), "Procedure.note"
+                            break
+            if minutes is None and code in self.timed_codes:
+                visit.findings.append(
+                    data_quality(
+                        "no-minutes",
+                        f"{code} has no recorded minutes (timed-minutes, performedPeriod or note)",
+                        pref,
+                        severity="warning",
+                    )
+                )
+            mods = [
+                ext.get("valueCoding")
+                for ext in p.get("extension") or []
+                if isinstance(ext, dict) and ext.get("url") == EXT + "modifier"
+            ]
+            performers = tuple(
+                c
+                for perf in p.get("performer") or []
+                if isinstance(perf, dict) and (c := self._clinician(perf.get("actor"), p)) is not None
+            )
+            assistant = _number(_ext_value(p, "assistant-minutes"))
+            assistant_minutes: int | None
+            if assistant is not None:
+                assistant_minutes = int(assistant)
+            elif performers and all(c.role == "assistant" for c in performers):
+                assistant_minutes = minutes
+            elif any(c.role == "assistant" for c in performers):
+                assistant_minutes = None
+            else:
+                assistant_minutes = 0
+            visit.procedures.append(
+                ProcedureLine(pref, code, minutes, source, _modifier_codes(mods), performers, assistant_minutes)
+            )
+
+    def _claim_diagnoses(self, claim: Resource) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for d in claim.get("diagnosis") or []:
+            if not isinstance(d, dict):
+                continue
+            code = codes.code_in(d.get("diagnosisCodeableConcept"), (codes.ICD10CM,))
+            if not code and d.get("diagnosisReference"):
+                cond = self.index.resolve(d.get("diagnosisReference"), claim)
+                code = codes.code_in((cond or {}).get("code"), (codes.ICD10CM,))
+            if code and isinstance(d.get("sequence"), int):
+                out[d["sequence"]] = code
+        return out
+
+    def _billed(self, visit: TherapyVisit, encounter: Resource, pk: int | str | None) -> list[Resource]:
+        ix = self.index
+        pairs = list(self.items_by_enc.get(id(encounter), []))
+        if not pairs and pk is not None and visit.visit_date is not None:
+            for claim in self.claims_by_patient.get(pk, []):
+                for item in claim.get("item") or []:
+                    if (
+                        isinstance(item, dict)
+                        and parse_date(item.get("servicedDate")) == visit.visit_date
+                        and not item.get("encounter")
+                    ):
+                        pairs.append((claim, item))
+        claims: list[Resource] = []
+        for claim, item in pairs:
+            code = codes.procedure_code(item.get("productOrService"))
+            if not code:
+                continue
+            if claim not in claims:
+                claims.append(claim)
+                if self.validate_resources:
+                    visit.findings.extend(validate(claim, ix.label(claim)))
+            dx = self._claim_diagnoses(claim)
+            seq = item.get("sequence") if isinstance(item.get("sequence"), int) else None
+            pointers = [p for p in item.get("diagnosisSequence") or [] if isinstance(p, int)]
+            diagnoses = tuple(dx[p] for p in pointers if p in dx) or tuple(dx.values())
+            visit.billed.append(
+                BilledLine(
+                    reference=f"{ix.label(claim)}#item{seq if seq is not None else '?'}",
+                    claim_reference=ix.label(claim),
+                    sequence=seq,
+                    code=code,
+                    modifiers=_modifier_codes(item.get("modifier") or []),
+                    units=_number(item.get("quantity")),
+                    net=_money(item.get("net")),
+                    diagnoses=diagnoses,
+                )
+            )
+            for d in diagnoses:
+                if d not in visit.diagnoses:
+                    visit.diagnoses.append(d)
+        return claims
+
+    def _payer(self, visit: TherapyVisit, claims: list[Resource], pk: int | str | None, override: str | None) -> None:
+        ix = self.index
+        coverage: Resource | None = None
+        for claim in claims:
+            insurances = [i for i in claim.get("insurance") or [] if isinstance(i, dict)]
+            insurances.sort(key=lambda i: not i.get("focal"))
+            for ins in insurances:
+                coverage = ix.resolve(ins.get("coverage"), claim)
+                if coverage:
+                    break
+            if coverage:
+                break
+        if coverage is None and pk is not None:
+            for cov in self.by_patient["Coverage"].get(pk, []):
+                if cov.get("status") not in (None, "active"):
+                    continue
+                period = _obj(cov, "period")
+                s, e = parse_date(period.get("start")), parse_date(period.get("end"))
+                d = visit.visit_date
+                if d is None or ((s is None or s <= d) and (e is None or d <= e)):
+                    coverage = cov
+                    break
+        org: Resource | None = None
+        display = ""
+        if coverage is not None:
+            visit.coverage_reference = ix.label(coverage)
+            payor = (coverage.get("payor") or [None])[0]
+            org = ix.resolve(payor, coverage)
+            display = str(payor.get("display", "")) if isinstance(payor, dict) else ""
+            visit.payer_reference = ix.label(org) if org else ref_string(payor)
+            ytd_ext = _money(_ext_value(coverage, "ytd-therapy-amount"))
+            if ytd_ext is not None:
+                visit.ytd_therapy_amount = ytd_ext
+        visit.payer_name = _human_name(org) or display
+        if override:
+            visit.payer_id = override
+        elif coverage is not None:
+            visit.payer_id = self.payers.payer_for(org, display)
+        else:
+            visit.findings.append(
+                data_quality(
+                    "no-coverage",
+                    "no Coverage found for this visit; default commercial criteria used",
+                    visit.encounter_reference,
+                    severity="warning",
+                )
+            )
+
+    def _notes(self, visit: TherapyVisit, encounter: Resource) -> None:
+        ix = self.index
+        for doc in self.docs_by_enc.get(id(encounter), []):
+            if doc.get("status") == "entered-in-error":
+                continue
+            dref = ix.label(doc)
+            for content in doc.get("content") or []:
+                att = content.get("attachment") if isinstance(content, dict) else None
+                if not isinstance(att, dict):
+                    continue
+                text = _attachment_text(att)
+                if text is None:
+                    if att.get("url") and not att.get("data"):
+                        visit.findings.append(
+                            data_quality("note-not-inline", "note text is only at a URL; not read", dref)
+                        )
+                    continue
+                visit.notes.append(NoteText(dref, text.strip(), "note"))
+        for comp in self.comps_by_enc.get(id(encounter), []):
+            cref = ix.label(comp)
+            stack = list(comp.get("section") or [])
+            while stack:
+                sec = stack.pop(0)
+                if not isinstance(sec, dict):
+                    continue
+                div = (sec.get("text") or {}).get("div") if isinstance(sec.get("text"), dict) else None
+                if isinstance(div, str):
+                    visit.notes.append(NoteText(cref, html_to_text(div).strip(), "composition"))
+                stack.extend(sec.get("section") or [])
+        for p in self.procs_by_enc.get(id(encounter), []):
+            for note in p.get("note") or []:
+                if isinstance(note, dict) and isinstance(note.get("text"), str):
+                    visit.notes.append(NoteText(ix.label(p), note["text"].strip(), "procedure-note"))
+
+    def _patient_context(self, visit: TherapyVisit, encounter: Resource, pk: int | str) -> None:
+        ix = self.index
+        vd = visit.visit_date
+        for obs in self.by_patient["Observation"].get(pk, []):
+            if obs.get("status") in {"entered-in-error", "cancelled"}:
+                continue
+            when = parse_date(obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("start"))
+            if vd and when and when > vd:
+                continue
+            value = _observation_value(obs)
+            if value is None:
+                continue
+            this_visit = ix.resolve(obs.get("encounter"), obs) is encounter
+            visit.measures.append(Measure(ix.label(obs), codes.text_of(obs.get("code")), value, when, this_visit))
+        for goal in self.by_patient["Goal"].get(pk, []):
+            text = codes.text_of(goal.get("description"))
+            due = next(
+                (
+                    parse_date(t.get("dueDate"))
+                    for t in goal.get("target") or []
+                    if isinstance(t, dict) and t.get("dueDate")
+                ),
+                None,
+            )
+            visit.goals.append(GoalInfo(ix.label(goal), text, due, str(goal.get("lifecycleStatus", ""))))
+        for plan in self.by_patient["CarePlan"].get(pk, []):
+            if plan.get("status") in {"entered-in-error", "revoked", "draft"}:
+                continue
+            period = _obj(plan, "period")
+            planned = tuple(
+                c
+                for act in plan.get("activity") or []
+                if isinstance(act, dict)
+                and (
+                    c := codes.procedure_code(
+                        (act.get("detail") or {}).get("code") if isinstance(act.get("detail"), dict) else None
+                    )
+                )
+            )
+            visit.plans.append(
+                PlanOfCare(
+                    ix.label(plan),
+                    parse_date(period.get("start")),
+                    parse_date(period.get("end")),
+                    parse_date(_ext_value(plan, "poc-certified")),
+                    parse_date(_ext_value(plan, "poc-sent")),
+                    planned,
+                )
+            )
+        for sr in self.by_patient["ServiceRequest"].get(pk, []):
+            if sr.get("status") in {"entered-in-error", "revoked"}:
+                continue
+            requester = ix.resolve(sr.get("requester"), sr)
+            visit.referrals.append(Referral(ix.label(sr), parse_date(sr.get("authoredOn")), _human_name(requester)))
+        self._episode(visit, pk)
+        self._ytd(visit, pk)
+        if not visit.diagnoses:
+            for reason in encounter.get("reasonCode") or []:
+                code = codes.code_in(reason, (codes.ICD10CM,))
+                if code:
+                    visit.diagnoses.append(code)
+
+    def current_plan(self, visit: TherapyVisit) -> PlanOfCare | None:
+        """The plan whose period covers the visit, else the latest one that started before it."""
+        vd = visit.visit_date
+        if vd is None or not visit.plans:
+            return visit.plans[0] if visit.plans else None
+        covering = [p for p in visit.plans if p.start and p.start <= vd and (p.end is None or vd <= p.end)]
+        if covering:
+            return max(covering, key=lambda p: p.start or date.min)
+        before = [p for p in visit.plans if p.start and p.start <= vd]
+        return max(before, key=lambda p: p.start or date.min) if before else None
+
+    def _episode(self, visit: TherapyVisit, pk: int | str) -> None:
+        vd = visit.visit_date
+        if vd is None:
+            return
+        dates = self._therapy_dates_for(pk)
+        plan = self.current_plan(visit)
+        start = plan.start if plan and plan.start else (dates[0] if dates else vd)
+        visit.episode_start = start
+        in_episode = [d for d in dates if start <= d <= vd]
+        visit.treatment_day = len(in_episode) or None
+        reports: list[tuple[date, str]] = []
+        for doc in self.docs_by_patient.get(pk, []):
+            type_text = codes.text_of(doc.get("type"))
+            if not _PROGRESS.search(type_text):
+                continue
+            d = parse_date(doc.get("date"))
+            if d and start <= d <= vd:
+                reports.append((d, self.index.label(doc)))
+        if reports:
+            last, ref = max(reports)
+            visit.last_progress_report, visit.progress_report_reference = last, ref
+            visit.treatment_days_since_report = len([d for d in in_episode if d > last])
+        else:
+            visit.treatment_days_since_report = visit.treatment_day
+
+    def _ytd(self, visit: TherapyVisit, pk: int | str) -> None:
+        vd = visit.visit_date
+        if vd is None:
+            return
+        before = 0.0
+        current = 0.0
+        seen = False
+        for claim in self.claims_by_patient.get(pk, []):
+            for item in claim.get("item") or []:
+                if not isinstance(item, dict):
+                    continue
+                code = codes.procedure_code(item.get("productOrService"))
+                net = _money(item.get("net"))
+                d = parse_date(item.get("servicedDate")) or parse_date((claim.get("billablePeriod") or {}).get("start"))
+                if not code or code not in self.therapy_codes or net is None or d is None or d.year != vd.year:
+                    continue
+                seen = True
+                if d < vd:
+                    before += net
+                elif d == vd:
+                    current += net
+        if seen or visit.ytd_therapy_amount is not None:
+            visit.ytd_therapy_amount = (visit.ytd_therapy_amount or 0.0) + before
+            visit.this_visit_amount = current
+
+
+def _observation_value(obs: Resource) -> str | None:
+    q = obs.get("valueQuantity")
+    if isinstance(q, dict) and q.get("value") is not None:
+        unit = q.get("unit") or q.get("code") or ""
+        return f"{q['value']} {unit}".strip()
+    for key in ("valueString", "valueInteger", "valueBoolean"):
+        if key in obs:
+            return str(obs[key])
+    if isinstance(obs.get("valueCodeableConcept"), dict):
+        return codes.text_of(obs["valueCodeableConcept"])
+    return None
+
+
+def build_visits(
+    result: LoadResult,
+    *,
+    encounter_id: str | None = None,
+    payer_override: str | None = None,
+    payer_map: Path | None = None,
+    validate_resources: bool = True,
+) -> tuple[ChartBuilder, list[TherapyVisit]]:
+    """All therapy visits of a load (or the one asked for), with the builder that made them."""
+    builder = ChartBuilder(result, payer_map=payer_map, validate_resources=validate_resources)
+    encounters = builder.therapy_encounters()
+    if encounter_id is not None:
+        wanted = encounter_id.split("/")[-1]
+        encounters = [e for e in builder.index.of_type("Encounter") if str(e.get("id")) == wanted]
+    return builder, [builder.build(e, payer_override=payer_override) for e in encounters]

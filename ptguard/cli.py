@@ -1,0 +1,170 @@
+"""The `ptguard` command: check, units, and the commands other parts of ptguard register."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from ptguard import __version__
+from ptguard.errors import InputError, PtguardError
+from ptguard.findings import Finding
+
+# Modules that contribute subcommands through add_cli(subparsers); missing optional ones are skipped.
+COMMAND_MODULES: tuple[str, ...] = ("ptguard.fixtures_load", "sandbox.cli")
+
+_MARK = {"critical": "✗ CRITICAL", "warning": "! WARNING ", "info": "· info    "}
+
+
+def _dump(value: Any, out: TextIO) -> None:
+    out.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
+
+
+def _print_finding(f: Finding, out: TextIO, *, verbose: bool) -> None:
+    if not f.is_problem:
+        out.write(f"  ✓ met        {f.id}: {f.message}\n")
+        return
+    out.write(f"  {_MARK[f.severity]} {f.id} [{f.status}]: {f.message}\n")
+    for e in f.evidence[: 3 if verbose else 2]:
+        out.write(f"      evidence  {e.reference}: {e.text}\n")
+    if f.fix:
+        out.write(f"      fix       {f.fix}\n")
+    if f.citation:
+        out.write(f"      policy    {f.citation.label()}\n")
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    from ptguard.check import run_check
+
+    report = run_check(
+        args.bundle,
+        encounter=args.encounter,
+        payer=args.payer,
+        method=args.method,
+        criteria_dir=Path(args.criteria_dir) if args.criteria_dir else Path(__file__).parent / "rules" / "criteria",
+        validate_resources=not args.no_validate,
+    )
+    if args.format == "json":
+        _dump(report.to_dict(), out)
+        return 0
+    if not report.evaluations:
+        out.write(f"No therapy encounters found in {report.resource_count} resource(s).\n")
+    for ev in report.evaluations:
+        v = ev.visit
+        when = v.visit_date.isoformat() if v.visit_date else "date unknown"
+        out.write(f"\n{v.encounter_reference} · {when} · {v.patient_name or v.patient_reference}\n")
+        out.write(f"  payer      {ev.payer.payer} ({v.payer_name or ev.payer.name}); policy {ev.payer.policy.label()}\n")
+        sup = ", ".join(f"{c}={n}" for c, n in sorted(ev.units.units.items())) or "none"
+        billed = ", ".join(f"{c}={n:g}" for c, n in sorted(ev.billed_units.items())) or "none"
+        out.write(f"  units      {ev.units.method}: {ev.units.total_minutes} timed min → supported {sup}; billed {billed}\n")
+        problems = ev.problems
+        met = [f for f in ev.findings if not f.is_problem]
+        for f in problems:
+            _print_finding(f, out, verbose=args.all)
+        if args.all:
+            for f in met:
+                _print_finding(f, out, verbose=True)
+        out.write(f"  summary    {len(problems)} problem(s), {len(met)} criteria met\n")
+    if report.data_quality:
+        out.write(f"\n{len(report.data_quality)} data-quality note(s) about the input")
+        out.write(":\n" if args.all else " (use --all to list them).\n")
+        if args.all:
+            for f in report.data_quality:
+                out.write(f"  · {f.evidence[0].reference if f.evidence else ''}: {f.message}\n")
+    return 0
+
+
+def _parse_minutes(items: Sequence[str]) -> dict[str, int]:
+    minutes: dict[str, int] = {}
+    for item in items:
+        code, sep, value = item.partition("=")
+        code = code.strip().upper()
+        if not sep or not code or not value.strip().isdigit():
+            raise InputError(f"{item!r} is not CODE=MINUTES (e.g. 97530=31)")
+        minutes[code] = minutes.get(code, 0) + int(value)
+    return minutes
+
+
+def cmd_units(args: argparse.Namespace, out: TextIO) -> int:
+    from ptguard.rules.units import UnitRule, compute_units
+
+    minutes = _parse_minutes(args.minutes)
+    result = compute_units(minutes, args.method, UnitRule.on())
+    if args.format == "json":
+        out.write(orjson.dumps(result.to_dict()).decode() + "\n")
+        return 0
+    out.write(f"{result.method}: {result.total_minutes} timed minutes → {result.total_units} unit(s)\n")
+    for code, n in result.units.items():
+        out.write(f"  {code}: {minutes[code]} min → {n}\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ptguard", description="CPT 97530 documentation checks and denial appeals.")
+    parser.add_argument("--version", action="version", version=f"ptguard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    check = sub.add_parser("check", help="check the 97530 documentation and billing of therapy encounters")
+    check.add_argument("bundle", nargs="+", help="FHIR R4 JSON/NDJSON/XML file(s) or a directory of them")
+    check.add_argument("--encounter", help="only this Encounter id")
+    check.add_argument("--payer", help="use this payer's criteria instead of the one mapped from Coverage")
+    check.add_argument("--method", choices=["cms", "per-code"], help="override the payer's unit counting method")
+    check.add_argument("--format", choices=["text", "json"], default="text")
+    check.add_argument("--all", action="store_true", help="also list criteria that are met and data-quality notes")
+    check.add_argument("--criteria-dir", default=os.environ.get("PTGUARD_CRITERIA_DIR"), help=argparse.SUPPRESS)
+    check.add_argument("--no-validate", action="store_true", help="skip fhir.resources validation (faster)")
+    check.set_defaults(func=cmd_check)
+
+    units = sub.add_parser("units", help="units per code from minutes (8-minute rule or per-code)")
+    units.add_argument("minutes", nargs="+", metavar="CODE=MINUTES")
+    units.add_argument("--method", choices=["cms", "per-code"], default="cms")
+    units.add_argument("--format", choices=["text", "json"], default="text")
+    units.set_defaults(func=cmd_units)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue
+            raise
+        add_cli: Callable[[Any], None] | None = getattr(module, "add_cli", None)
+        if add_cli is not None:
+            add_cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point: one-line errors on stderr, exit codes from ptguard.errors, never a traceback."""
+    out = out or sys.stdout
+    logging.basicConfig(level=os.environ.get("PTGUARD_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args, out)
+        return result
+    except PtguardError as exc:
+        sys.stderr.write(f"ptguard: error: {exc.one_line()}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("ptguard: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if os.environ.get("PTGUARD_DEBUG"):
+            raise
+        sys.stderr.write(f"ptguard: internal error ({type(exc).__name__}); set PTGUARD_DEBUG=1 for details\n")
+        return 70
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

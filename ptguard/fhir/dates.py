@@ -1,0 +1,49 @@
+"""FHIR date and dateTime parsing that keeps the timezone and never guesses one silently."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+
+
+def parse_date(value: object) -> date | None:
+    """The calendar date of a FHIR date or dateTime, in the offset it was written in."""
+    if not isinstance(value, str) or len(value) < 4:
+        return None
+    m = _DATE.match(value[:10])
+    if not m:
+        return None
+    year, month, day = int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1)
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
+def parse_datetime(value: object) -> datetime | None:
+    """A timezone-aware datetime, or None when the value is not a dateTime with a zone."""
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    text = value.replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def has_zone(value: object) -> bool:
+    """True for a date (no time, no zone needed) or a dateTime carrying an offset."""
+    if not isinstance(value, str):
+        return False
+    return "T" not in value or parse_datetime(value) is not None
+
+
+def minutes_between(start: object, end: object) -> int | None:
+    """Whole minutes from start to end, or None when either is missing, zoneless, or reversed."""
+    s, e = parse_datetime(start), parse_datetime(end)
+    if s is None or e is None or e < s:
+        return None
+    return int((e - s).total_seconds() // 60)
