@@ -149,6 +149,8 @@ def decode(data: bytes, source: str = "") -> str:
     elif len(data) >= 4 and data[0:3:2] == b"\x00\x00" and data[1] != 0:
         text = data.decode("utf-16-be", errors="replace")
     else:
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
