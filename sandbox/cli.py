@@ -39,7 +39,8 @@ def run_fhir(args: argparse.Namespace) -> int:
     try:
         with contextlib.suppress(KeyboardInterrupt):
             code = server.wait()
-            print(f"FHIR server exited with code {code}", file=sys.stderr)
+            if code:
+                print(f"FHIR server exited with code {code} (log: {server.log_path})", file=sys.stderr)
             return 1 if code else 0
         return 0
     finally:
