@@ -730,27 +730,33 @@ def add_claim_response(
             {"category": {"coding": [{"system": ADJ, "code": "benefit", "display": "Benefit Amount"}]},
              "amount": money(benefit)},
         ]
+        item_out: Json = {"itemSequence": seq}
         if denial:
+            # Same shape as ptguard/remit/to_fhir.py: group in an `adjudication-group` extension, RARC in a
+            # `remark-code` item extension plus a numbered processNote. The category carries the CARIN
+            # discriminator under both its STU1 name (denialreason) and its current name (rejectreason).
             adj.append({
-                "extension": [{"url": EXT + "adjustment-group",
-                               "valueCoding": {"system": GROUP, "code": denial.group,
-                                               "display": GROUP_DISPLAY[denial.group]}}],
-                "category": {"coding": [{"system": C4BB, "code": "denialreason", "display": "Denial Reason"}]},
+                "extension": [{"url": EXT + "adjudication-group",
+                               "valueCodeableConcept": {"coding": [{"system": GROUP, "code": denial.group,
+                                                                    "display": GROUP_DISPLAY[denial.group]}]}}],
+                "category": {"coding": [
+                    {"system": C4BB, "code": "denialreason", "display": "Denial Reason"},
+                    {"system": C4BB, "code": "rejectreason", "display": "Reject Reason"},
+                ]},
                 "reason": {"coding": [
                     {"system": CARC, "code": denial.carc, "display": CARC_DISPLAY[denial.carc]},
                     {"system": GROUP, "code": denial.group, "display": GROUP_DISPLAY[denial.group]},
-                ]},
+                ], "text": f"{denial.group}-{denial.carc}"},
                 "amount": money(submitted),
             })
             if denial.rarc:
-                adj.append({
-                    "category": {"coding": [{"system": C4BB, "code": "denialreason", "display": "Denial Reason"}]},
-                    "reason": {"coding": [{"system": RARC, "code": denial.rarc,
-                                           "display": RARC_DISPLAY[denial.rarc]}]},
-                })
-                notes.append(f"Line {seq}: {denial.group}-{denial.carc}; remark {denial.rarc}: "
-                             f"{RARC_DISPLAY[denial.rarc]}")
-        out_items.append({"itemSequence": seq, "adjudication": adj})
+                item_out["extension"] = [{"url": EXT + "remark-code", "valueCodeableConcept": {"coding": [
+                    {"system": RARC, "code": denial.rarc, "display": RARC_DISPLAY[denial.rarc]}]}}]
+                notes.append(f"RARC {denial.rarc} (line {seq}, {items[seq - 1]['productOrService']['coding'][0]['code']}):"
+                             f" {RARC_DISPLAY[denial.rarc]}")
+                item_out["noteNumber"] = [len(notes)]
+        item_out["adjudication"] = adj
+        out_items.append(item_out)
     body: Json = {
         "status": "active",
         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional",
@@ -806,17 +812,65 @@ def scenario(ctx: Ctx, key: str, day: str, summary: str, problems: list[str], sh
     SCENARIOS.append(Scenario(key, ctx.file, ctx.payer, day, ctx.discipline, summary, problems, shows))
 
 
-def prior_visits(ctx: Ctx, key: str, days: list[str], lines: list[Line], start: str = "09:00",
-                 kx_from: int | None = None) -> None:
-    """Short earlier visits (encounter, procedures, claim). kx_from: 1-based index from which KX is added."""
-    for i, day in enumerate(days, start=1):
+def prior_visits(ctx: Ctx, key: str, days: list[str], lines: list[Line], *, start: str = "09:00",
+                 kx_from: int | None = None, first: int = 1, template: str | None = None,
+                 values: list[dict[str, Any]] | None = None, obs: tuple[str, str, str, str] | None = None) -> None:
+    """Earlier visits (encounter, procedures, claim, short note). kx_from: visit number from which KX is added.
+
+    template/values give each visit a short daily note; obs = (key, text, unit, ucum) records values["measure"].
+    """
+    for n, day in enumerate(days, start=first):
         ls = []
         for line in lines:
             mods = line.modifiers
-            if kx_from is not None and i >= kx_from:
+            if kx_from is not None and n >= kx_from:
                 mods = (*mods, "KX")
             ls.append(Line(line.code, line.minutes, line.units, mods, line.performer, line.assistant_minutes))
-        add_visit(ctx, f"{key}-p{i:02d}", day, start, ls)
+        vals = values[n - first] if values else {}
+        note = template.format(n=n, **vals) if template else None
+        observations = [Obs(obs[0], obs[1], vals["measure"], obs[2], obs[3])] if obs and vals else None
+        add_visit(ctx, f"{key}-p{n:02d}", day, start, ls, note=note, observations=observations)
+
+
+LINDAHL_PRIOR = (
+    "Visit {n} of the current episode. Patient reports hip pain {pain}/10 and that showering still makes her "
+    "nervous. Therapeutic exercise (97110), 12 minutes in its own block: isolated hip abductor strengthening in "
+    "standing with a yellow band. Therapeutic activities (97530), 26 minutes in a separate block: stepping into "
+    "and out of a shower stall over a 5-inch threshold block while holding a grab bar, and retrieving clothes "
+    "from a floor-level laundry basket with a reacher. These were dynamic, functional tasks combining "
+    "single-leg stance, weight transfer and reaching to the floor. She completed {crossings} threshold crossings "
+    "each direction; Five Times Sit to Stand {measure} seconds. When she lost balance on the crossing the "
+    "therapist {mod}. She tolerated the session well and reported pain {pain}/10 at the end. Skilled guarding "
+    "and task grading by the therapist were required for safety. Toward goal 1: step into and out of a shower "
+    "stall over a 5-inch threshold independently. 97110 addressed isolated hip strength; 97530 addressed the "
+    "functional bathing and laundry tasks. These tasks cannot be done alone as a home program yet because of "
+    "her balance loss on the threshold."
+)
+PRUITT_PRIOR = (
+    "Visit under the current plan of care. Patient reports leg tingling 2/10 after standing at the kitchen "
+    "counter. Therapeutic exercise (97110), 12 minutes in a separate block: isolated lumbar flexion and hip "
+    "strengthening. Therapeutic activities (97530), 26 minutes one-on-one: walking with a loaded shopping cart "
+    "through a simulated store aisle with reaches to low and high shelves. The cart task was dynamic and functional, "
+    "combining gait, trunk flexion and extension and reaching. She walked {measure} ft with the cart before "
+    "needing to rest. When leg symptoms rose to 4/10 the therapist {mod}; symptoms settled to 2/10. She tolerated "
+    "the session well. Skilled monitoring of neurogenic symptoms by the therapist was required to grade the "
+    "task. Toward goal 1: walk 600 ft through a grocery store pushing a cart without stopping. 97110 addressed "
+    "isolated strength; 97530 addressed the functional shopping task. The task cannot yet be done as an "
+    "independent home program because symptom-guided pacing still needs the therapist."
+)
+GALLAGHER_PRIOR = (
+    "Treatment day {n} of the episode. Patient reports freezing when turning at the kitchen counter this week. "
+    "Therapeutic exercise (97110), 12 minutes in a separate block: isolated hip extensor and ankle dorsiflexor "
+    "strengthening with a red band. Therapeutic activities (97530), 26 minutes: 180-degree turns carrying a cup "
+    "between a counter and a table, and chair rise-to-walk trials, simulating moving around his kitchen. These "
+    "were dynamic, multi-step functional tasks combining turning, weight shifting and dual-task carrying. He "
+    "completed {turns} turns with the cup; TUG {measure} seconds. When he froze mid-turn the therapist {mod}. He "
+    "tolerated the session well with mild fatigue. Skilled cueing and guarding were required because of his "
+    "fall risk during turns. Toward goal 1: turn 180 degrees while carrying a cup without freezing to move "
+    "around the kitchen safely. 97110 addressed isolated strength, whereas 97530 addressed the functional "
+    "turning and transfer tasks. He cannot yet practise this safely as an independent home program because "
+    "freezing persists without external cues."
+)
 
 
 def build_aetna() -> None:
@@ -1123,7 +1177,15 @@ def build_medicare_02() -> None:
     )
     prior = [Line("97110", 12, 1, ("GP",)), Line("97530", 26, 2, ("GP",))]
     # 2,150.00 before these visits; each visit is 185.00. Visit 2 crosses 2,480, so it and visit 3 carry KX.
-    prior_visits(ctx, "medicare-02", ["2026-10-27", "2026-10-29", "2026-11-03"], prior, kx_from=2)
+    prior_visits(ctx, "medicare-02", ["2026-10-27", "2026-10-29", "2026-11-03"], prior, kx_from=2,
+                 template=LINDAHL_PRIOR, obs=("5xsts", "Five Times Sit to Stand", "s", "s"), values=[
+                     {"crossings": 4, "measure": 19.4, "mod": "added a second grab bar and had her step in "
+                      "sideways", "pain": 3},
+                     {"crossings": 6, "measure": 18.1, "mod": "lowered the threshold block to 3 inches for the "
+                      "first set and cued a longer step", "pain": 2},
+                     {"crossings": 8, "measure": 17.0, "mod": "raised the block back to 5 inches and removed one "
+                      "hand from the grab bar", "pain": 2},
+                 ])
     note = (
         "Patient reports she avoided showering on her own this week because stepping over the shower threshold "
         "feels unsteady; hip pain 2/10. Therapeutic exercise (97110), 12 minutes in its own block: isolated "
@@ -1167,7 +1229,12 @@ def build_medicare_03() -> None:
         planned=["97530", "97110", "97116"],
     )
     prior = [Line("97110", 12, 1, ("GP",)), Line("97530", 26, 2, ("GP",))]
-    prior_visits(ctx, "medicare-03", ["2026-10-13", "2026-10-15"], prior)
+    prior_visits(ctx, "medicare-03", ["2026-10-13", "2026-10-15"], prior, template=PRUITT_PRIOR,
+                 obs=("cartwalk", "Walking distance with shopping cart before rest", "ft", "[ft_i]"), values=[
+                     {"measure": 450, "mod": "added a seated rest with forward flexion at 250 ft"},
+                     {"measure": 480, "mod": "moved the standing rest to 300 ft and cued a forward lean on the "
+                      "cart"},
+                 ])
     add_progress_report(ctx, "medicare-03-p01", "2026-10-13", (
         "Progress report for visits 2026-08-17 to 2026-10-13. Cart walking distance improved from 200 ft to "
         "450 ft before leg symptoms; porch steps with a 10 lb basket now with one rail and standby assist. "
@@ -1228,8 +1295,22 @@ def build_medicare_04() -> None:
     prior = [Line("97110", 12, 1, ("GP",)), Line("97530", 26, 2, ("GP",))]
     days = ["2026-10-07", "2026-10-09", "2026-10-12", "2026-10-14", "2026-10-16", "2026-10-19", "2026-10-21",
             "2026-10-23", "2026-10-26"]
-    for i, d in enumerate(days, start=2):
-        add_visit(ctx, f"medicare-04-p{i:02d}", d, "09:00", prior)
+    mods = [
+        "added tape targets on the floor for each step of the turn",
+        "widened the turning arc and gave a verbal count of three",
+        "switched on a metronome at 90 beats per minute",
+        "raised the metronome to 96 beats per minute",
+        "replaced the empty cup with a half-full cup of water",
+        "moved the table 2 ft farther away to lengthen the route",
+        "removed the floor targets for the last set and kept the count",
+        "added a head turn to answer a question while walking",
+        "added a second cup so both hands were occupied",
+    ]
+    tug = [15.7, 15.4, 15.2, 14.9, 14.6, 14.2, 13.9, 13.6, 13.4]
+    prior_visits(ctx, "medicare-04", days, prior, first=2, template=GALLAGHER_PRIOR,
+                 obs=("tug", "Timed Up and Go", "s", "s"),
+                 values=[{"measure": t, "turns": 6 + i, "mod": m} for i, (t, m) in enumerate(zip(tug, mods,
+                                                                                                strict=True))])
     note = (
         "Patient reports one freezing episode at the refrigerator this week, no fall. Therapeutic exercise "
         "(97110), 12 minutes in a separate block: isolated hip extensor and ankle dorsiflexor strengthening, "
@@ -1485,8 +1566,9 @@ names are real companies only so that payer mapping can be exercised. Nothing co
 |---|---|---|---|---|---|---|
 {rows}
 
-Denials (ClaimResponse, CARC + group in `item.adjudication[category=denialreason].reason`, RARC in a second
-denialreason adjudication and in `processNote`): `aetna-01` CO-50 + N130, `uhc-01` CO-50 + N657,
+Denials (ClaimResponse; the CARC, with the group code as a second coding, in
+`item.adjudication[category=denialreason/rejectreason].reason`; the group also in the `adjudication-group`
+extension and the RARC in the item's `remark-code` extension and `processNote`, as `ptguard/remit` maps 835s): `aetna-01` CO-50 + N130, `uhc-01` CO-50 + N657,
 `bcbs-01` CO-97 + M80 on the 97530 line.
 
 ## Regenerate
