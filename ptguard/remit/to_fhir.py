@@ -51,12 +51,14 @@ CLAIM_STATUS: dict[str, str] = {
     "25": "Predetermination pricing only, no payment",
 }
 
-# CARCs that deny (rather than price) a service; as a CAS with these the adjudication category is rejectreason.
+# CARCs that deny (rather than price) a service; a CAS with one gets the C4BB category DENIAL_CATEGORY.
 DENIAL_CARCS = frozenset({
     "4", "5", "6", "11", "16", "18", "26", "27", "29", "31", "39", "49", "50", "55", "56", "58", "96", "97",
     "107", "109", "119", "146", "150", "151", "167", "170", "171", "183", "185", "197", "198", "204", "226",
     "234", "236", "252", "272", "B7", "B15", "A1",
 })
+# CARIN BB STU 1.1 code, as the team's fixtures use it; STU 2 renamed it `rejectreason` (readers accept both).
+DENIAL_CATEGORY = "denialreason"
 # Remark codes that make the claim unprocessable (return as unprocessable, no appeal rights).
 UNPROCESSABLE_RARCS = frozenset({"MA130"})
 
@@ -104,7 +106,7 @@ def _procedure_concept(proc: ProcedureCode) -> dict[str, Any]:
 
 def _adjudication_category(adj: Adjustment) -> dict[str, Any]:
     if adj.group != "PR" and adj.reason in DENIAL_CARCS:
-        return _category(C4BB_ADJUDICATION_DISCRIMINATOR, "rejectreason")
+        return _category(C4BB_ADJUDICATION_DISCRIMINATOR, DENIAL_CATEGORY)
     if adj.group == "PR" and adj.reason == "1":
         return _category(ADJUDICATION, "deductible")
     if adj.group == "PR" and adj.reason == "3":

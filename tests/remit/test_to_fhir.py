@@ -98,9 +98,9 @@ def test_aetna_01_co50_denial() -> None:
     assert cr["type"]["coding"][0]["code"] == "professional"
     assert cr["request"]["identifier"] == {"system": CLAIM_CONTROL_NUMBER, "value": "claim-aetna-01"}
     assert {"system": PAYER_CLAIM_CONTROL_NUMBER, "value": "AET26310000123"} in cr["identifier"]
-    assert cr["patient"]["display"] == "DANA WHITFIELD"
-    assert cr["patient"]["identifier"]["value"] == "AET100200301"
-    assert cr["insurer"]["display"] == "AETNA"
+    assert cr["patient"]["display"] == "GREGORY WHITFIELD"
+    assert cr["patient"]["identifier"]["value"] == "W-TEST-4410291"
+    assert cr["insurer"]["display"] == "AETNA LIFE INSURANCE COMPANY"
     assert cr["created"] == "2026-11-20"
     assert _ext(cr, EXT_SOURCE)[0]["valueReference"] == {"reference": "DocumentReference/raw-835"}
     (item,) = cr["item"]
@@ -109,16 +109,16 @@ def test_aetna_01_co50_denial() -> None:
     assert _codes(product) == [(CPT, "97530")] and product["text"] == "97530 GP"
     assert [_codes(m["valueCodeableConcept"]) for m in _ext(item, EXT_MODIFIER)] == [[(HCPCS, "GP")]]
     assert _ext(item, EXT_UNITS_PAID)[0]["valueQuantity"] == {"value": 3.0}
-    assert _amount(item["adjudication"], "submitted") == 165.0
+    assert _amount(item["adjudication"], "submitted") == 195.0
     assert _amount(item["adjudication"], "benefit") == 0.0
-    assert _cas(item["adjudication"]) == [("CO", "50", 165.0, None)]
+    assert _cas(item["adjudication"]) == [("CO", "50", 195.0, None)]
     denial = next(a for a in item["adjudication"] if "reason" in a)
-    assert _codes(denial["category"]) == [(C4BB_ADJUDICATION_DISCRIMINATOR, "rejectreason")]
-    assert [_codes(e["valueCodeableConcept"]) for e in _ext(item, EXT_REMARK)] == [[(RARC, "N115")]]
+    assert _codes(denial["category"]) == [(C4BB_ADJUDICATION_DISCRIMINATOR, "denialreason")]
+    assert [_codes(e["valueCodeableConcept"]) for e in _ext(item, EXT_REMARK)] == [[(RARC, "N130")]]
     assert item["noteNumber"] == [1]
-    assert cr["processNote"] == [{"number": 1, "type": "display", "text": "RARC N115 (LQ*HE on line 1, 97530)"}]
+    assert cr["processNote"] == [{"number": 1, "type": "display", "text": "RARC N130 (LQ*HE on line 1, 97530)"}]
     assert [(t["category"]["coding"][0]["code"], t["amount"]["value"]) for t in cr["total"]] == [
-        ("submitted", 165.0), ("benefit", 0.0)]
+        ("submitted", 195.0), ("benefit", 0.0)]
     assert cr["payment"]["amount"]["value"] == 0.0 and cr["payment"]["date"] == "2026-11-20"
     assert pr["paymentAmount"] == {"value": 0.0, "currency": "USD"}
     assert pr["detail"][0]["response"] == {"reference": f"ClaimResponse/{cr['id']}"}

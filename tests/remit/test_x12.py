@@ -128,19 +128,20 @@ def _read(name: str):  # type: ignore[no-untyped-def]
 def test_fixture_aetna_01_co50() -> None:
     r = _read("aetna-01.835")
     rem = r.remittances[0]
-    assert (rem.payer.name, rem.payer.identifier, rem.payment_method) == ("AETNA", "60054", "NON")
+    assert (rem.payer.name, rem.payer.identifier, rem.payment_method) == (
+        "AETNA LIFE INSURANCE COMPANY", "60054", "NON")
     assert rem.interchange_control_number == "000000101" and rem.transaction_control_number == "0001"
     (claim,) = rem.claims
     assert (claim.patient_control_number, claim.status, claim.charge, claim.paid) == (
-        "claim-aetna-01", "4", Decimal(165), Decimal(0))
+        "claim-aetna-01", "4", Decimal(195), Decimal(0))
     assert (claim.patient_last_name, claim.patient_first_name, claim.patient_member_id) == (
-        "WHITFIELD", "DANA", "AET100200301")
+        "WHITFIELD", "GREGORY", "W-TEST-4410291")
     assert claim.payer_claim_control_number == "AET26310000123"
     (line,) = claim.service_lines
     assert (line.procedure.qualifier, line.procedure.code, line.procedure.modifiers) == ("HC", "97530", ["GP"])
     assert line.units == Decimal(3) and line.service_date is not None and line.service_date.isoformat() == "2026-11-02"
-    assert [(a.group, a.reason, a.amount) for a in line.adjustments] == [("CO", "50", Decimal(165))]
-    assert line.remark_codes == ["N115"] and line.line_control_number == "aetna-01-line-1"
+    assert [(a.group, a.reason, a.amount) for a in line.adjustments] == [("CO", "50", Decimal(195))]
+    assert line.remark_codes == ["N130"] and line.line_control_number == "aetna-01-line-1"
 
 
 def test_fixture_bcbs_97_236_one_line() -> None:
@@ -251,10 +252,10 @@ def test_element_separator_garbage() -> None:
     with pytest.raises(X12Error, match="element separator 'A'"):
         read_835(b"ISAA00A" + b"x" * 100, "garbage.835")
     # Separator changed mid-file: the bad segment is named, the claim is quarantined, nothing crashes.
-    text = _aetna().decode().replace("CAS*CO*50*165", "CAS#CO#50#165")
+    text = _aetna().decode().replace("CAS*CO*50*195", "CAS#CO#50#195")
     result = read_835(text.encode(), "mixed.835")
     assert not result.ok and result.rejected_claims == 1
-    assert "segment identifier 'CAS#CO#50#165' is not valid" in str(result.errors[0])
+    assert "segment identifier 'CAS#CO#50#195' is not valid" in str(result.errors[0])
 
 
 def test_short_isa() -> None:
@@ -263,7 +264,7 @@ def test_short_isa() -> None:
 
 
 def test_bad_amount_names_segment_and_element() -> None:
-    text = _aetna().decode().replace("SVC*HC:97530:GP*165*0**3", "SVC*HC:97530:GP*1x5*0**3")
+    text = _aetna().decode().replace("SVC*HC:97530:GP*195*0**3", "SVC*HC:97530:GP*1x5*0**3")
     result = read_835(text.encode(), "amount.835")
     assert result.rejected_claims == 1 and result.claim_count == 0
     assert str(result.errors[0]) == (
