@@ -397,3 +397,24 @@ def test_repository_fixtures_load_twice(client: FhirClient) -> None:
     second = load_fixtures(client, REPO_FIXTURES)
     assert second.ok
     assert second.created_count == 0, [f.summary() for f in second.files if f.created_count]
+
+
+def test_identifier_search_follows_updates_and_deletes(client: FhirClient, fhir_server: str) -> None:
+    old, new = f"old-{uuid.uuid4().hex[:8]}", f"new-{uuid.uuid4().hex[:8]}"
+    task = client.create(
+        {
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "identifier": [{"system": FIXTURE_SYSTEM, "value": old}],
+        }
+    )
+    assert [t["id"] for t in client.search("Task", {"identifier": f"{FIXTURE_SYSTEM}|{old}"})] == [task["id"]]
+    task["identifier"] = [{"system": FIXTURE_SYSTEM, "value": new}]
+    client.update(task)
+    assert client.search("Task", {"identifier": f"{FIXTURE_SYSTEM}|{old}"}) == []
+    assert len(client.search("Task", {"identifier": f"{FIXTURE_SYSTEM}|{new}"})) == 1
+    assert len(client.search("Task", {"identifier": new})) == 1  # value only: the unindexed path
+    with requests.delete(f"{fhir_server}/Task/{task['id']}", timeout=5) as response:
+        assert response.status_code == 200
+    assert client.search("Task", {"identifier": f"{FIXTURE_SYSTEM}|{new}"}) == []
