@@ -23,7 +23,7 @@ $(NPM_STAMP): $(FHIR_SERVER)/package.json $(FHIR_SERVER)/package-lock.json
 setup: $(STAMP) $(NPM_STAMP)
 
 demo: setup
-	$(VENV)/bin/ptguard check fhir_fixtures/clinic.json
+	$(VENV)/bin/ptguard check fhir_fixtures/
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -314,10 +314,12 @@ class _PayerMap:
 class ChartBuilder:
     """Indexes a load once, then assembles a TherapyVisit per therapy encounter."""
 
-    def __init__(self, result: LoadResult, *, payer_map: Path | None = None, validate_resources: bool = True) -> None:
+    def __init__(self, result: LoadResult, *, payer_map: Path | None = None, validate_limit: int | None = None) -> None:
         self.result = result
         self.index = ResourceIndex.from_load(result)
-        self.validate_resources = validate_resources
+        self.validate_limit = validate_limit
+        self.validated_encounters = 0
+        self.validate_resources = validate_limit is None or validate_limit > 0
         codes_table = table("therapy-codes")
         self.timed_codes = set(codes_table["timed"])
         self.therapy_codes = self.timed_codes | set(codes_table["untimed"])
@@ -430,7 +432,9 @@ class ChartBuilder:
         ix = self.index
         ref = ix.label(encounter)
         findings: list[Finding] = []
+        self.validate_resources = self.validate_limit is None or self.validated_encounters < self.validate_limit
         if self.validate_resources:
+            self.validated_encounters += 1
             findings.extend(validate(encounter, ref))
         period = _obj(encounter, "period")
         start_raw = period.get("start")
@@ -841,10 +845,14 @@ def build_visits(
     encounter_id: str | None = None,
     payer_override: str | None = None,
     payer_map: Path | None = None,
-    validate_resources: bool = True,
+    validate_limit: int | None = None,
 ) -> tuple[ChartBuilder, list[TherapyVisit]]:
-    """All therapy visits of a load (or the one asked for), with the builder that made them."""
-    builder = ChartBuilder(result, payer_map=payer_map, validate_resources=validate_resources)
+    """All therapy visits of a load (or the one asked for), with the builder that made them.
+
+    `validate_limit` caps how many encounters get full fhir.resources validation (None = all, 0 = none):
+    bulk exports come from one system, so their first encounters show its data-quality problems.
+    """
+    builder = ChartBuilder(result, payer_map=payer_map, validate_limit=validate_limit)
     encounters = builder.therapy_encounters()
     if encounter_id is not None:
         wanted = encounter_id.split("/")[-1]

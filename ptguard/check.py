@@ -9,10 +9,13 @@ from typing import Any
 from ptguard.chart import build_visits
 from ptguard.errors import InputError, NotFoundError
 from ptguard.fhir.load import LoadResult, load_path
-from ptguard.findings import Finding
+from ptguard.findings import Finding, data_quality
 from ptguard.rules.criteria_files import DEFAULT_CRITERIA_DIR
 from ptguard.rules.engine import Evaluation, evaluate
 from ptguard.rules.units import Method
+
+# Encounters whose resources get full R4 validation before the check switches to its own light checks.
+DEFAULT_VALIDATE_LIMIT = 100
 
 
 @dataclass
@@ -68,7 +71,7 @@ def run_check(
     method: Method | None = None,
     criteria_dir: Path = DEFAULT_CRITERIA_DIR,
     payer_map: Path | None = None,
-    validate_resources: bool = True,
+    validate_limit: int | None = DEFAULT_VALIDATE_LIMIT,
 ) -> CheckReport:
     """Load, assemble visits, evaluate each against its payer's criteria."""
     loaded = load_inputs(paths)
@@ -82,10 +85,19 @@ def run_check(
         encounter_id=encounter,
         payer_override=payer,
         payer_map=payer_map,
-        validate_resources=validate_resources,
+        validate_limit=validate_limit,
     )
     if encounter is not None and not visits:
         raise NotFoundError(f"no Encounter with id {encounter!r} in the input", where=loaded.source)
+    if validate_limit is not None and len(visits) > validate_limit > 0:
+        report.data_quality.append(
+            data_quality(
+                "validation-sampled",
+                f"full FHIR R4 validation ran on the first {validate_limit} of {len(visits)} encounters "
+                "(use --validate all to validate every one)",
+                loaded.source,
+            )
+        )
     for visit in visits:
         report.evaluations.append(evaluate(visit, payer=payer, criteria_dir=criteria_dir, method=method))
     return report

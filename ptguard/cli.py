@@ -41,7 +41,7 @@ def _print_finding(f: Finding, out: TextIO, *, verbose: bool) -> None:
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
-    from ptguard.check import run_check
+    from ptguard.check import DEFAULT_VALIDATE_LIMIT, run_check
 
     report = run_check(
         args.bundle,
@@ -49,7 +49,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         payer=args.payer,
         method=args.method,
         criteria_dir=Path(args.criteria_dir) if args.criteria_dir else Path(__file__).parent / "rules" / "criteria",
-        validate_resources=not args.no_validate,
+        validate_limit={"all": None, "none": 0}.get(args.validate, DEFAULT_VALIDATE_LIMIT),
     )
     if args.format == "json":
         _dump(report.to_dict(), out)
@@ -60,10 +60,14 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         v = ev.visit
         when = v.visit_date.isoformat() if v.visit_date else "date unknown"
         out.write(f"\n{v.encounter_reference} · {when} · {v.patient_name or v.patient_reference}\n")
-        out.write(f"  payer      {ev.payer.payer} ({v.payer_name or ev.payer.name}); policy {ev.payer.policy.label()}\n")
+        out.write(
+            f"  payer      {ev.payer.payer} ({v.payer_name or ev.payer.name}); policy {ev.payer.policy.label()}\n"
+        )
         sup = ", ".join(f"{c}={n}" for c, n in sorted(ev.units.units.items())) or "none"
         billed = ", ".join(f"{c}={n:g}" for c, n in sorted(ev.billed_units.items())) or "none"
-        out.write(f"  units      {ev.units.method}: {ev.units.total_minutes} timed min → supported {sup}; billed {billed}\n")
+        out.write(
+            f"  units      {ev.units.method}: {ev.units.total_minutes} timed min → supported {sup}; billed {billed}\n"
+        )
         problems = ev.problems
         met = [f for f in ev.findings if not f.is_problem]
         for f in problems:
@@ -120,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=["text", "json"], default="text")
     check.add_argument("--all", action="store_true", help="also list criteria that are met and data-quality notes")
     check.add_argument("--criteria-dir", default=os.environ.get("PTGUARD_CRITERIA_DIR"), help=argparse.SUPPRESS)
-    check.add_argument("--no-validate", action="store_true", help="skip fhir.resources validation (faster)")
+    check.add_argument(
+        "--validate",
+        choices=["sample", "all", "none"],
+        default="sample",
+        help="full FHIR R4 validation of the resources acted on: the first 100 encounters (default), all, or none",
+    )
     check.set_defaults(func=cmd_check)
 
     units = sub.add_parser("units", help="units per code from minutes (8-minute rule or per-code)")
@@ -145,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point: one-line errors on stderr, exit codes from ptguard.errors, never a traceback."""
     out = out or sys.stdout
-    logging.basicConfig(level=os.environ.get("PTGUARD_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("PTGUARD_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

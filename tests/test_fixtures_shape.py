@@ -16,11 +16,24 @@ FILES = sorted(FIXTURES.glob("*.json"))
 FIXTURE_ID = "https://ptguard.dev/fixture-id"
 SHARED_TYPES = {"Organization", "Practitioner", "PractitionerRole"}
 VOCABULARY = {
-    "note.activity-specific", "note.equipment-setup", "note.patient-response", "note.objective-measures",
-    "note.modifications", "note.functional-goal", "note.distinct-from-other-codes", "note.dynamic-functional",
-    "note.skilled-need", "note.why-not-home-program", "units.billed-vs-supported", "ncci.pair-modifier",
-    "ncci.payer-bypass-risk", "modifier.therapy-discipline", "modifier.assistant", "medicare.kx-threshold",
-    "poc.certification", "progress-report.due",
+    "note.activity-specific",
+    "note.equipment-setup",
+    "note.patient-response",
+    "note.objective-measures",
+    "note.modifications",
+    "note.functional-goal",
+    "note.distinct-from-other-codes",
+    "note.dynamic-functional",
+    "note.skilled-need",
+    "note.why-not-home-program",
+    "units.billed-vs-supported",
+    "ncci.pair-modifier",
+    "ncci.payer-bypass-risk",
+    "modifier.therapy-discipline",
+    "modifier.assistant",
+    "medicare.kx-threshold",
+    "poc.certification",
+    "progress-report.due",
 }
 
 

@@ -154,6 +154,10 @@ def load_json_value(value: Any, source: str) -> LoadResult:
         _add_resource(result, value, source)
     elif isinstance(value, dict) and "hook" in value and ("context" in value or "prefetch" in value):
         _add_cds_request(result, value, source)
+        if not result.resources:
+            result.findings.append(
+                data_quality("no-prefetch", "CDS Hooks request carries no prefetch resources; nothing read", source)
+            )
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _add_resource(result, item, f"{source}[{i}]")

@@ -29,11 +29,15 @@ class Context:
 
     visit: TherapyVisit
     payer: PayerCriteria
-    sentences: list[narrative.Sentence]
+    notes: narrative.NoteIndex
     timed_codes: set[str]
     unit_rule: UnitRule
     supported: UnitResult
     day: date
+
+    @property
+    def sentences(self) -> list[narrative.Sentence]:
+        return self.notes.sentences
 
     @property
     def has_target(self) -> bool:
@@ -130,8 +134,8 @@ def check_narrative(ctx: Context, crit: Criterion) -> Finding | None:
         if not others:
             return None
     if not ctx.sentences:
-        return _finding(crit, "missing", f"{crit.title}: there is no note text for this visit to check.", ())
-    found = narrative.find(element, ctx.sentences)
+        return None  # one note-present finding says so instead of one per element
+    found = ctx.notes.find(element)
     if found:
         evidence = [Evidence(s.reference, narrative.quote(s.text)) for s in found[:2]]
         if element == "functional-goal":
@@ -151,6 +155,17 @@ def check_narrative(ctx: Context, crit: Criterion) -> Finding | None:
                 [Evidence(s.reference, narrative.quote(s.text)) for s in exercise[:2]],
             )
     return _finding(crit, "missing", f"{crit.title}: not found in the note. Looked for {pattern.looked_for}.", searched)
+
+
+def check_note_present(ctx: Context, crit: Criterion) -> Finding | None:
+    if not ctx.has_target:
+        return None
+    if ctx.sentences:
+        refs = sorted({s.reference for s in ctx.sentences})
+        return _finding(crit, "met", f"Note text found in {', '.join(refs)}.", [Evidence(r, "note text") for r in refs])
+    return _finding(
+        crit, "missing", "No note text is linked to this visit, so none of the documentation elements can be shown.", ()
+    )
 
 
 def _matching_goals(ctx: Context, sentence: str) -> list[Evidence]:
@@ -293,7 +308,7 @@ def check_units_per_session(ctx: Context, crit: Criterion) -> Finding | None:
         return _finding(
             crit, "met", f"{TARGET_CODE} units ({_num(units or 0)}) within the expected {limit} per session.", ()
         )
-    justification = narrative.find("skilled-need", ctx.sentences)
+    justification = ctx.notes.find("skilled-need")
     evidence = [Evidence(s.reference, narrative.quote(s.text)) for s in justification[:1]]
     msg = f"{_num(units)} units of {TARGET_CODE} exceed the {limit} per session this payer expects"
     msg += (
@@ -427,7 +442,7 @@ def check_ncci_pairs(ctx: Context, crit: Criterion) -> Finding | None:
             citation=cite,
             data={"pairs": [[str(r["column1"]), str(r["column2"])] for r in rows]},
         )
-    distinct = narrative.find("distinct-from-other-codes", ctx.sentences)
+    distinct = ctx.notes.find("distinct-from-other-codes")
     evidence += [Evidence(s.reference, narrative.quote(s.text)) for s in distinct[:1]]
     return _finding(crit, "met", "; ".join(met) + ".", evidence, citation=cite)
 
@@ -437,7 +452,7 @@ def check_ncci_bypass_risk(ctx: Context, crit: Criterion) -> Finding | None:
     if not rows:
         return None
     pairs = ", ".join(f"{r['column1']}/{r['column2']}" for r in rows)
-    distinct = narrative.find("distinct-from-other-codes", ctx.sentences)
+    distinct = ctx.notes.find("distinct-from-other-codes")
     evidence = [Evidence(s.reference, narrative.quote(s.text)) for s in distinct[:1]]
     msg = f"{ctx.payer.name} is reported to deny the column-2 code of {pairs} even with a correct bypass modifier" + (
         "; the note does document the separate service."
@@ -727,6 +742,7 @@ def check_plan_lists_code(ctx: Context, crit: Criterion) -> Finding | None:
 
 
 CHECKS: dict[str, Check] = {
+    "note-present": check_note_present,
     "narrative": check_narrative,
     "goals-on-record": check_goals_on_record,
     "clinician-qualification": check_clinician,
@@ -762,7 +778,7 @@ def evaluate(
     minutes = {c: m for c, m in visit.minutes_by_code().items() if c in timed}
     chosen: Method = method or ("per-code" if criteria.unit_method == "per-code" else "cms")
     supported = compute_units(minutes, chosen, rule)
-    ctx = Context(visit, criteria, narrative.sentences(visit.notes), timed, rule, supported, day)
+    ctx = Context(visit, criteria, narrative.NoteIndex(visit.notes), timed, rule, supported, day)
     findings: list[Finding] = list(visit.findings)
     for crit in criteria.criteria:
         if not crit.in_effect(visit.visit_date):

@@ -29,8 +29,9 @@ def _load(path: Path) -> Any:
         raise RuleFileError(f"invalid YAML{pos}", where=str(path)) from None
 
 
+@cache
 def table(name: str, data_dir: Path | None = None) -> Any:
-    """The parsed contents of `rules/data/<name>.yaml`."""
+    """The parsed contents of `rules/data/<name>.yaml` (parsed once per process)."""
     return _load((data_dir or DATA_DIR) / f"{name}.yaml")
 
 
@@ -57,6 +58,7 @@ def effective_rows(rows: Sequence[Mapping[str, Any]], on: date, where: str = "ta
     return [r for i, r in enumerate(rows) if in_effect(r, on, f"{where} rows[{i}]")]
 
 
+@cache
 def effective_row(name: str, on: date, data_dir: Path | None = None) -> Mapping[str, Any]:
     """The single row of table `name` in effect on `on` (the latest-starting one if several)."""
     rows = table(name, data_dir).get("rows") or []

@@ -118,7 +118,9 @@ def test_aetna_01_co50_denial() -> None:
     assert item["noteNumber"] == [1]
     assert cr["processNote"] == [{"number": 1, "type": "display", "text": "RARC N130 (LQ*HE on line 1, 97530)"}]
     assert [(t["category"]["coding"][0]["code"], t["amount"]["value"]) for t in cr["total"]] == [
-        ("submitted", 195.0), ("benefit", 0.0)]
+        ("submitted", 195.0),
+        ("benefit", 0.0),
+    ]
     assert cr["payment"]["amount"]["value"] == 0.0 and cr["payment"]["date"] == "2026-11-20"
     assert pr["paymentAmount"] == {"value": 0.0, "currency": "USD"}
     assert pr["detail"][0]["response"] == {"reference": f"ClaimResponse/{cr['id']}"}

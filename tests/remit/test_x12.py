@@ -129,13 +129,23 @@ def test_fixture_aetna_01_co50() -> None:
     r = _read("aetna-01.835")
     rem = r.remittances[0]
     assert (rem.payer.name, rem.payer.identifier, rem.payment_method) == (
-        "AETNA LIFE INSURANCE COMPANY", "60054", "NON")
+        "AETNA LIFE INSURANCE COMPANY",
+        "60054",
+        "NON",
+    )
     assert rem.interchange_control_number == "000000101" and rem.transaction_control_number == "0001"
     (claim,) = rem.claims
     assert (claim.patient_control_number, claim.status, claim.charge, claim.paid) == (
-        "claim-aetna-01", "4", Decimal(195), Decimal(0))
+        "claim-aetna-01",
+        "4",
+        Decimal(195),
+        Decimal(0),
+    )
     assert (claim.patient_last_name, claim.patient_first_name, claim.patient_member_id) == (
-        "WHITFIELD", "GREGORY", "W-TEST-4410291")
+        "WHITFIELD",
+        "GREGORY",
+        "W-TEST-4410291",
+    )
     assert claim.payer_claim_control_number == "AET26310000123"
     (line,) = claim.service_lines
     assert (line.procedure.qualifier, line.procedure.code, line.procedure.modifiers) == ("HC", "97530", ["GP"])
@@ -153,8 +163,7 @@ def test_fixture_bcbs_97_236_one_line() -> None:
     assert [(a.group, a.reason) for a in c1.service_lines[1].adjustments] == [("CO", "97")]
     assert c1.service_lines[1].remark_codes == ["M80"]
     assert c1.service_lines[0].allowed_amount == Decimal(119)
-    assert [(a.group, a.reason, a.amount) for a in c2.service_lines[1].adjustments] == [
-        ("CO", "236", Decimal(130))]
+    assert [(a.group, a.reason, a.amount) for a in c2.service_lines[1].adjustments] == [("CO", "236", Decimal(130))]
 
 
 def test_fixture_uhc_151_pipe_separators() -> None:
@@ -183,7 +192,9 @@ def test_fixture_reversal_and_plb() -> None:
     assert rev.service_lines[0].units == Decimal(-3)
     plb = r.remittances[0].provider_adjustments
     assert [(p.reason, p.reference, p.amount) for p in plb] == [
-        ("L6", "CIG26300000041A", Decimal("-0.5")), ("WO", "OVERPAY-2026-0042", Decimal(10))]
+        ("L6", "CIG26300000041A", Decimal("-0.5")),
+        ("WO", "OVERPAY-2026-0042", Decimal(10)),
+    ]
     # BPR balances: claims paid minus PLB.
     assert r.remittances[0].payment_amount == sum(c.paid for c in r.claims) - sum(p.amount for p in plb)
 
@@ -268,7 +279,8 @@ def test_bad_amount_names_segment_and_element() -> None:
     result = read_835(text.encode(), "amount.835")
     assert result.rejected_claims == 1 and result.claim_count == 0
     assert str(result.errors[0]) == (
-        "amount.835: segment 23 (SVC), SVC02: line item charge '1x5' is not a decimal amount")
+        "amount.835: segment 23 (SVC), SVC02: line item charge '1x5' is not a decimal amount"
+    )
 
 
 def test_one_bad_claim_others_kept() -> None:
