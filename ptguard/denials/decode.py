@@ -1,0 +1,492 @@
+"""Decode a ClaimResponse / ExplanationOfBenefit into denied lines, reason codes, a category and a path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from ptguard.errors import InputError
+from ptguard.fhir import codes
+from ptguard.fhir.dates import parse_date
+from ptguard.fhir.load import Resource
+from ptguard.fhir.refs import ResourceIndex, ref_string
+from ptguard.rules.tables import table
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+EXT = "https://ptguard.dev/fhir/StructureDefinition/"
+ADJUDICATION = "http://terminology.hl7.org/CodeSystem/adjudication"
+REVIEW_ACTION_SUFFIX = "extension-reviewAction"
+X12_306 = "https://codesystem.x12.org/005010/306"
+Path_ = Literal["appeal", "reopen", "resubmit", "none"]
+_PAID_CATEGORIES = frozenset({"benefit", "paidtoprovider", "paidtopatient", "payment", "paid"})
+_SUBMITTED_CATEGORIES = frozenset({"submitted"})
+_DENIAL_CATEGORIES = frozenset({"denialreason", "rejectreason", "adjustmentreason", "noncovered"})
+_REVIEW_ACTIONS = {
+    "A1": "certified",
+    "A2": "partially certified",
+    "A3": "not certified",
+    "A4": "pended",
+    "A6": "modified",
+}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One adjustment reason: CARC/RARC (or other) code, group code, amount and quantity."""
+
+    system: str
+    code: str
+    group: str | None = None
+    amount: float | None = None
+    quantity: float | None = None
+    meaning: str | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.system == codes.CARC:
+            return "CARC"
+        if self.system == codes.RARC:
+            return "RARC"
+        return "other"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"system": self.system, "code": self.code, "group": self.group}
+        if self.amount is not None:
+            out["amount"] = self.amount
+        if self.quantity is not None:
+            out["quantity"] = self.quantity
+        if self.meaning:
+            out["meaning"] = self.meaning
+        return out
+
+
+@dataclass
+class DecodedLine:
+    """One adjudicated line: what was billed, what was paid, and why not."""
+
+    sequence: int | None
+    code: str | None
+    modifiers: tuple[str, ...]
+    submitted: float | None
+    paid: float | None
+    status: Literal["denied", "reduced", "paid", "pended", "unknown"]
+    reasons: list[Reason] = field(default_factory=list)
+    review_action: str | None = None
+    claim_item_reference: str | None = None
+    units: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sequence": self.sequence,
+            "code": self.code,
+            "modifiers": list(self.modifiers),
+            "status": self.status,
+            "submitted": self.submitted,
+            "paid": self.paid,
+            "units": self.units,
+            "reasons": [r.to_dict() for r in self.reasons],
+            "review_action": self.review_action,
+        }
+
+
+@dataclass
+class Denial:
+    """A decoded adjudication: denied or not, which lines, the category and the recommended path."""
+
+    reference: str
+    resource_type: str
+    patient_reference: str | None
+    patient_display: str | None
+    claim_reference: str | None
+    payer_display: str | None
+    notice_date: date | None
+    outcome: str | None
+    disposition: str | None
+    lines: list[DecodedLine]
+    claim_reasons: list[Reason]
+    denied: bool
+    category: str
+    category_label: str
+    path: Path_
+    why: str
+    identifiers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def denied_lines(self) -> list[DecodedLine]:
+        return [ln for ln in self.lines if ln.status in {"denied", "reduced"}]
+
+    @property
+    def amount_at_stake(self) -> float:
+        total = 0.0
+        for ln in self.denied_lines:
+            if ln.submitted is not None:
+                total += ln.submitted - (ln.paid or 0.0)
+        return round(total, 2)
+
+    def codes(self, kind: str | None = None) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in [*self.claim_reasons, *(r for ln in self.lines for r in ln.reasons)]:
+            if kind is None or r.kind == kind:
+                seen.setdefault(r.code, None)
+        return list(seen)
+
+    def to_dict(self) -> dict[str, Any]:
+        lines = self.denied_lines or self.lines
+        return {
+            "resource": self.reference,
+            "denied": self.denied,
+            "patient": self.patient_reference,
+            "claim": self.claim_reference,
+            "payer": self.payer_display,
+            "notice_date": self.notice_date.isoformat() if self.notice_date else None,
+            "outcome": self.outcome,
+            "lines": [ln.to_dict() for ln in lines],
+            "claim_reasons": [r.to_dict() for r in self.claim_reasons],
+            "amount_at_stake": self.amount_at_stake,
+            "category": self.category,
+            "category_label": self.category_label,
+            "path": self.path,
+            "why": self.why,
+        }
+
+
+# ----------------------------------------------------------------------------- code tables
+
+
+def carc_table() -> dict[str, Any]:
+    data: dict[str, Any] = table("carc", DATA_DIR)
+    return data
+
+
+def rarc_table() -> dict[str, Any]:
+    data: dict[str, Any] = table("rarc", DATA_DIR)
+    return data
+
+
+def meaning(reason_system: str, code: str) -> str | None:
+    """Plain-words meaning of a CARC, RARC or group code, when ptguard knows it."""
+    if reason_system == codes.CARC:
+        entry = carc_table()["codes"].get(code)
+    elif reason_system == codes.RARC:
+        entry = rarc_table()["codes"].get(code)
+    elif reason_system == codes.GROUP:
+        return str(table("group-codes", DATA_DIR)["codes"].get(code, "")) or None
+    else:
+        return None
+    return str(entry["meaning"]) if entry else None
+
+
+# ----------------------------------------------------------------------------- reading adjudications
+
+
+def _amount(adj: dict[str, Any]) -> float | None:
+    amount = adj.get("amount")
+    if isinstance(amount, dict) and isinstance(amount.get("value"), int | float):
+        return float(amount["value"])
+    if isinstance(adj.get("value"), int | float):
+        return float(adj["value"])
+    return None
+
+
+def _group_of(adj: dict[str, Any]) -> str | None:
+    for ext in adj.get("extension") or []:
+        if isinstance(ext, dict) and str(ext.get("url", "")).endswith(("adjudication-group", "adjustment-group")):
+            value = ext.get("valueCodeableConcept") or ext.get("valueCoding")
+            code = codes.code_in(value, (codes.GROUP,))
+            if code:
+                return code
+            for c in codes.codings(value):
+                if isinstance(c.get("code"), str):
+                    return str(c["code"])
+    return codes.code_in(adj.get("reason"), (codes.GROUP,))
+
+
+def _category_codes(adj: dict[str, Any]) -> set[str]:
+    return {str(c.get("code", "")).lower() for c in codes.codings(adj.get("category"))}
+
+
+def _reasons_from_adjudication(adj: dict[str, Any]) -> list[Reason]:
+    out: list[Reason] = []
+    group = _group_of(adj)
+    quantity = adj.get("quantity", {}).get("value") if isinstance(adj.get("quantity"), dict) else None
+    for c in codes.codings(adj.get("reason")):
+        system = codes.normalise_system(c.get("system")) or ""
+        code = c.get("code")
+        if not isinstance(code, str) or system == codes.GROUP:
+            continue
+        out.append(
+            Reason(
+                system, code.strip(), group, _amount(adj), quantity, meaning(system, code.strip()) or c.get("display")
+            )
+        )
+    return out
+
+
+def _remarks(element: dict[str, Any], notes: dict[int, str]) -> list[Reason]:
+    out: list[Reason] = []
+    for ext in element.get("extension") or []:
+        if isinstance(ext, dict) and str(ext.get("url", "")).endswith("remark-code"):
+            for c in codes.codings(ext.get("valueCodeableConcept") or ext.get("valueCoding")):
+                code = c.get("code")
+                if isinstance(code, str):
+                    out.append(
+                        Reason(codes.RARC, code, None, None, None, meaning(codes.RARC, code) or c.get("display"))
+                    )
+    return out
+
+
+def _review_action(item: dict[str, Any]) -> str | None:
+    """Da Vinci PAS: the X12 306 review action code in an adjudication (or item) extension."""
+    holders = [item, *[a for a in item.get("adjudication") or [] if isinstance(a, dict)]]
+    for holder in holders:
+        for ext in holder.get("extension") or []:
+            if not isinstance(ext, dict) or not str(ext.get("url", "")).endswith(REVIEW_ACTION_SUFFIX):
+                continue
+            for sub in ext.get("extension") or [ext]:
+                for c in codes.codings(sub.get("valueCodeableConcept") or sub.get("valueCoding")):
+                    code = c.get("code")
+                    if isinstance(code, str) and code in _REVIEW_ACTIONS:
+                        return code
+    return None
+
+
+def _line(item: dict[str, Any], claim_items: dict[int, dict[str, Any]], notes: dict[int, str]) -> DecodedLine:
+    seq = item.get("itemSequence") if isinstance(item.get("itemSequence"), int) else item.get("sequence")
+    seq = seq if isinstance(seq, int) else None
+    claim_item = claim_items.get(seq) if seq is not None else None
+    code = codes.procedure_code(item.get("productOrService"))
+    modifiers: list[str] = [c.get("code", "") for c in codes.codings(item.get("modifier") or [])]
+    units = None
+    for ext in item.get("extension") or []:
+        if not isinstance(ext, dict):
+            continue
+        url = str(ext.get("url", ""))
+        if url == EXT + "product-or-service" and not code:
+            code = codes.procedure_code(ext.get("valueCodeableConcept") or ext.get("valueCoding"))
+        elif url == EXT + "modifier":
+            modifiers.extend(
+                c.get("code", "") for c in codes.codings(ext.get("valueCodeableConcept") or ext.get("valueCoding"))
+            )
+        elif url == EXT + "units-billed" and isinstance(ext.get("valueDecimal"), int | float):
+            units = float(ext["valueDecimal"])
+    if claim_item is not None:
+        code = code or codes.procedure_code(claim_item.get("productOrService"))
+        if not modifiers:
+            modifiers = [c.get("code", "") for c in codes.codings(claim_item.get("modifier") or [])]
+        q = claim_item.get("quantity")
+        if units is None and isinstance(q, dict) and isinstance(q.get("value"), int | float):
+            units = float(q["value"])
+    if (
+        units is None
+        and isinstance(item.get("quantity"), dict)
+        and isinstance(item["quantity"].get("value"), int | float)
+    ):
+        units = float(item["quantity"]["value"])
+    submitted = paid = None
+    reasons: list[Reason] = []
+    for adj in item.get("adjudication") or []:
+        if not isinstance(adj, dict):
+            continue
+        cats = _category_codes(adj)
+        if cats & _SUBMITTED_CATEGORIES and submitted is None:
+            submitted = _amount(adj)
+        elif cats & _PAID_CATEGORIES and paid is None:
+            paid = _amount(adj)
+        reasons.extend(_reasons_from_adjudication(adj))
+    if submitted is None and claim_item is not None:
+        net = claim_item.get("net")
+        submitted = float(net["value"]) if isinstance(net, dict) and isinstance(net.get("value"), int | float) else None
+    reasons.extend(_remarks(item, notes))
+    action = _review_action(item)
+    status = _line_status(submitted, paid, reasons, action)
+    return DecodedLine(
+        seq, code, tuple(m for m in modifiers if m), submitted, paid, status, reasons, action, None, units
+    )
+
+
+def _line_status(submitted: float | None, paid: float | None, reasons: list[Reason], action: str | None) -> Any:
+    if action == "A3":
+        return "denied"
+    if action == "A2":
+        return "reduced"
+    if action == "A4":
+        return "pended"
+    provider_reasons = [r for r in reasons if r.kind == "CARC" and r.group != "PR" and _carc_path(r.code) != "none"]
+    if paid is not None and submitted is not None:
+        if paid <= 0 < submitted:
+            return "denied"
+        if paid < submitted and provider_reasons:
+            return "reduced"
+        return "paid"
+    if provider_reasons:
+        return "denied"
+    if action == "A1":
+        return "paid"
+    return "unknown"
+
+
+def _carc_path(code: str) -> str:
+    entry = carc_table()["codes"].get(code)
+    return str(entry.get("path", "appeal")) if entry else "appeal"
+
+
+# ----------------------------------------------------------------------------- category and path
+
+
+def _category_and_path(
+    denial_reasons: list[Reason], outcome: str | None, payer_hint: str | None, review_actions: set[str]
+) -> tuple[str, Path_, str]:
+    carc = carc_table()
+    rarc = rarc_table()
+    order = [c["id"] for c in carc["categories"]]
+    rarcs = [r for r in denial_reasons if r.kind == "RARC"]
+    carcs = [r for r in denial_reasons if r.kind == "CARC"]
+    unprocessable = [r for r in rarcs if rarc["codes"].get(r.code, {}).get("path") == "resubmit"]
+    if unprocessable:
+        code = unprocessable[0].code
+        return (
+            "unprocessable",
+            "resubmit",
+            (
+                f"RARC {code}: {rarc['codes'][code]['meaning']}. An unprocessable claim has no appeal rights; "
+                "fix what the remark codes point to and send a new claim."
+            ),
+        )
+    if outcome == "error" and not carcs:
+        return (
+            "missing-information",
+            "resubmit",
+            "The payer returned the claim with errors instead of a decision; correct and resubmit it.",
+        )
+    found: list[tuple[int, str, Reason]] = []
+    for r in carcs:
+        entry = carc["codes"].get(r.code)
+        cat = entry["category"] if entry else "other"
+        if r.group == "PR" and cat == "patient-responsibility":
+            continue
+        found.append((order.index(cat) if cat in order else len(order), cat, r))
+    for r in rarcs:
+        entry = rarc["codes"].get(r.code)
+        if entry and entry.get("category") in order:
+            found.append((order.index(entry["category"]) + 0.5, entry["category"], r))  # type: ignore[arg-type]
+    if not found and review_actions & {"A3", "A2"}:
+        what = "not certified" if "A3" in review_actions else "partially certified"
+        return "authorization", "appeal", (
+            f"The prior-authorization review came back {what} (X12 306 review action); "
+            "the decision is read from the adjudication even though the outcome says complete."
+        )
+    if not found:
+        return (
+            "other",
+            "appeal",
+            "The payer gave no reason code ptguard knows; read the remittance and the payer's letter.",
+        )
+    found.sort(key=lambda t: t[0])
+    _, cat, reason = found[0]
+    entry = carc["codes"].get(reason.code) if reason.kind == "CARC" else None
+    path: Path_ = entry.get("path", "appeal") if entry else "appeal"
+    label = f"{reason.kind} {reason.code}"
+    what = reason.meaning or "no description on file"
+    if cat == "patient-responsibility" or path == "none":
+        return cat, "none", f"{label}: {what}. This is not a denial to contest."
+    if path == "resubmit":
+        if payer_hint == "medicare" and cat in {"modifier", "missing-information", "diagnosis"}:
+            return (
+                cat,
+                "reopen",
+                (
+                    f"{label}: {what}. On a Medicare claim a clerical error is corrected through a reopening "
+                    "(within one year, 42 CFR 405.980), not an appeal."
+                ),
+            )
+        return cat, "resubmit", f"{label}: {what}. A billing error is fixed with a corrected claim, not an appeal."
+    return (
+        cat,
+        "appeal",
+        f"{label}: {what}. This is a coverage decision that an appeal can contest with the chart's evidence.",
+    )
+
+
+def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint: str | None = None) -> Denial:
+    """Decode a ClaimResponse or ExplanationOfBenefit; `index` lets the Claim fill in codes by item sequence."""
+    rtype = resource.get("resourceType")
+    if rtype not in {"ClaimResponse", "ExplanationOfBenefit"}:
+        raise InputError(f"expected a ClaimResponse or ExplanationOfBenefit, got {rtype or 'no resourceType'}")
+    ref = index.label(resource) if index else f"{rtype}/{resource.get('id', '?')}"
+    claim_ref = ref_string(resource.get("request") if rtype == "ClaimResponse" else resource.get("claim"))
+    claim = index.resolve(claim_ref, resource) if index and claim_ref else None
+    claim_items = {
+        i["sequence"]: i
+        for i in (claim or {}).get("item") or []
+        if isinstance(i, dict) and isinstance(i.get("sequence"), int)
+    }
+    notes = {
+        n["number"]: str(n.get("text", ""))
+        for n in resource.get("processNote") or []
+        if isinstance(n, dict) and isinstance(n.get("number"), int)
+    }
+    lines = [_line(i, claim_items, notes) for i in resource.get("item") or [] if isinstance(i, dict)]
+    lines += [_line(i, {}, notes) for i in resource.get("addItem") or [] if isinstance(i, dict)]
+    claim_reasons: list[Reason] = []
+    for adj in resource.get("adjudication") or []:
+        if isinstance(adj, dict):
+            claim_reasons.extend(_reasons_from_adjudication(adj))
+    claim_reasons.extend(_remarks(resource, notes))
+    for err in resource.get("error") or []:
+        if isinstance(err, dict):
+            for c in codes.codings(err.get("code")):
+                if isinstance(c.get("code"), str):
+                    claim_reasons.append(
+                        Reason(
+                            codes.normalise_system(c.get("system")) or "", c["code"], None, None, None, c.get("display")
+                        )
+                    )
+    outcome = resource.get("outcome") if isinstance(resource.get("outcome"), str) else None
+    denial_reasons = [
+        *claim_reasons,
+        *(r for ln in lines if ln.status in {"denied", "reduced", "unknown"} for r in ln.reasons),
+    ]
+    denied_lines = [ln for ln in lines if ln.status in {"denied", "reduced"}]
+    actions = {ln.review_action for ln in lines if ln.review_action}
+    category, path, why = _category_and_path(denial_reasons, outcome, payer_hint, actions)
+    denied = bool(denied_lines) or outcome == "error" or category == "unprocessable"
+    if not denied:
+        path, why = "none", "No line was denied or reduced: nothing to appeal."
+        category = "none"
+    labels = {c["id"]: c["label"] for c in carc_table()["categories"]}
+    patient = resource.get("patient")
+    identifiers = {
+        str(i.get("system")): str(i.get("value"))
+        for i in resource.get("identifier") or []
+        if isinstance(i, dict) and i.get("system") and i.get("value")
+    }
+    request = resource.get("request")
+    if isinstance(request, dict) and isinstance(request.get("identifier"), dict):
+        ident = request["identifier"]
+        identifiers.setdefault(str(ident.get("system")), str(ident.get("value")))
+    return Denial(
+        reference=ref,
+        resource_type=str(rtype),
+        patient_reference=index.label(p) if index and (p := index.resolve(patient, resource)) else ref_string(patient),
+        patient_display=patient.get("display") if isinstance(patient, dict) else None,
+        claim_reference=index.label(claim) if index and claim is not None else claim_ref,
+        payer_display=(resource.get("insurer") or {}).get("display")
+        if isinstance(resource.get("insurer"), dict)
+        else None,
+        notice_date=parse_date(resource.get("created"))
+        or parse_date(
+            (resource.get("payment") or {}).get("date") if isinstance(resource.get("payment"), dict) else None
+        ),
+        outcome=outcome,
+        disposition=resource.get("disposition") if isinstance(resource.get("disposition"), str) else None,
+        lines=lines,
+        claim_reasons=claim_reasons,
+        denied=denied,
+        category=category,
+        category_label=labels.get(category, "No denial" if category == "none" else category),
+        path=path,
+        why=why,
+        identifiers=identifiers,
+    )
