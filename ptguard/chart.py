@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -306,6 +307,16 @@ class _PayerMap:
             if pattern.search(name):
                 return str(payer)
         return str(self.default)
+
+
+@cache
+def _payer_map(path: Path | None) -> _PayerMap:
+    return _PayerMap(path)
+
+
+def payer_id_for(org: Resource | None, display: str, *, payer_map: Path | None = None) -> str:
+    """The ptguard payer id of a payer Organization and/or its display name (identifier, then name patterns)."""
+    return _payer_map(payer_map).payer_for(org, display)
 
 
 # ---------------------------------------------------------------- the builder

@@ -252,7 +252,8 @@ def claim_response(rem: Remittance, index: int, claim: ClaimPayment, *,
     for code in claim.mia_remark_codes:
         ext.append(_remark_ext(code))
         notes.add(code, "MIA, claim level")
-    identifiers = [{"system": REMIT_CLAIM_KEY, "value": key}]
+    # The key's hash, not the key: token values with `|` or `,` cannot be searched (conditional create) reliably.
+    identifiers = [{"system": REMIT_CLAIM_KEY, "value": resource_id(key)}]
     if claim.payer_claim_control_number:
         identifiers.insert(0, {"system": PAYER_CLAIM_CONTROL_NUMBER, "value": claim.payer_claim_control_number})
     res: dict[str, Any] = {
@@ -329,8 +330,9 @@ def payment_reconciliation(rem: Remittance, claim_ids: list[str], *,
     }
     if raw_reference:
         res["extension"] = [{"url": EXT_SOURCE, "valueReference": {"reference": raw_reference}}]
+    res["identifier"] = [{"system": REMIT_CLAIM_KEY, "value": resource_id(key)}]
     if rem.trace_number:
-        res["identifier"] = [{"system": EFT_TRACE_NUMBER, "value": rem.trace_number}]
+        res["identifier"].append({"system": EFT_TRACE_NUMBER, "value": rem.trace_number})
     res.update({
         "status": "active",
         "created": _created(rem),
