@@ -1,12 +1,14 @@
-"""`ptguard sandbox …` commands: run the sandbox FHIR server in the foreground."""
+"""`ptguard sandbox …` commands: run the sandbox FHIR server or the SMART authorization server in the foreground."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ptguard.errors import PtguardError
 from sandbox.fhir_server import DEFAULT_BASE_PATH, FhirServerProcess
@@ -23,10 +25,28 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     fhir.add_argument("--require-token", metavar="TOKEN", default=None, help="require this bearer token")
     fhir.add_argument("--log", type=Path, default=None, help="request log file (default: a temporary file)")
     fhir.set_defaults(func=run_fhir)
+    auth = commands.add_parser(
+        "auth", help="run the sandbox SMART authorization server and its scope-enforcing FHIR proxy until Ctrl-C"
+    )
+    auth.add_argument("--port", type=int, default=8091, help="port on 127.0.0.1 (0 = any free port; default 8091)")
+    auth.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    auth.add_argument(
+        "--fhir", default="http://127.0.0.1:8090/fhir/R4", help="the FHIR server to protect (default: the sandbox one)"
+    )
+    auth.add_argument("--clients", type=Path, default=None, help="JSON or YAML file of clients to register")
+    auth.add_argument(
+        "--app-redirect",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="register the ptguard SMART app (client id ptguard-app, public) with this redirect URI (repeatable)",
+    )
+    auth.add_argument("--switch", action="append", default=[], metavar="NAME=JSON", help="set a behaviour switch")
+    auth.set_defaults(func=run_auth)
     return sandbox
 
 
-def run_fhir(args: argparse.Namespace) -> int:
+def run_fhir(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run the FHIR server in the foreground; Ctrl-C stops it. Returns an exit code."""
     server = FhirServerProcess(port=args.port, base_path=args.base, log_path=args.log, require_token=args.require_token)
     try:
@@ -42,6 +62,54 @@ def run_fhir(args: argparse.Namespace) -> int:
             if code:
                 print(f"FHIR server exited with code {code} (log: {server.log_path})", file=sys.stderr)
             return 1 if code else 0
+        return 0
+    finally:
+        server.stop()
+
+
+def _switch_values(items: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--switch {item!r}: expected NAME=VALUE")
+        try:
+            values[name] = json.loads(raw)
+        except ValueError:
+            values[name] = raw
+    return values
+
+
+def run_auth(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run the SMART authorization server in the foreground; Ctrl-C stops it. Returns an exit code."""
+    from sandbox.smart_auth import SmartAuthServer, ptguard_app_client
+
+    out = out or sys.stdout
+    clients = [ptguard_app_client(args.app_redirect)] if args.app_redirect else []
+    try:
+        server = SmartAuthServer(
+            fhir_url=args.fhir,
+            host=args.host,
+            port=args.port,
+            clients=clients,
+            clients_file=args.clients,
+            **_switch_values(args.switch),
+        )
+    except (OSError, ValueError) as exc:
+        print(f"ptguard sandbox auth: {exc}", file=sys.stderr)
+        return 2
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"ptguard sandbox auth: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        ready = {"ready": True, "url": server.url, "fhir_base": server.fhir_base, "protects": args.fhir}
+        out.write(json.dumps(ready) + "\n")
+        out.write(f"SMART authorization server at {server.url}; FHIR base (iss/aud) {server.fhir_base}; Ctrl-C stops\n")
+        out.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
         return 0
     finally:
         server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import Any
@@ -19,6 +20,29 @@ from sandbox.smart_auth.scopes import split_scopes
 from sandbox.smart_auth.state import CODE_LIFETIME, CONTEXT_KEYS, AuthorizationCode, AuthState, TokenRecord, User
 
 ASSERTION_ALGORITHMS = ["ES384", "RS384"]
+# authlib logs whole token responses at DEBUG ("Issue token {...}"): those records are dropped here.
+TOKEN_LOGGERS = (
+    "authlib.oauth2.rfc6749.grants.authorization_code",
+    "authlib.oauth2.rfc6749.grants.refresh_token",
+    "authlib.oauth2.rfc6749.grants.base",
+    "authlib.oauth2.rfc6749.authorization_server",
+)
+
+
+class DropTokenRecords(logging.Filter):
+    """Drops authlib log records that carry issued tokens."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for 'Issue token …' records."""
+        return not str(record.msg).startswith("Issue token")
+
+
+def install_log_filters() -> None:
+    """Attach DropTokenRecords once to the authlib loggers that log tokens."""
+    for name in TOKEN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropTokenRecords) for f in logger.filters):
+            logger.addFilter(DropTokenRecords())
 MAX_ASSERTION_LIFETIME = 300
 REFRESH_SCOPES = {"offline_access", "online_access"}
 AUTH_METHODS = ["private_key_jwt", "none"]
@@ -283,6 +307,7 @@ class SmartClientAssertion(JWTBearerClientAssertion):
 
 def create_authorization_server(state: AuthState) -> SmartAuthorizationServer:
     """The configured authlib server over `state`."""
+    install_log_filters()
     server = SmartAuthorizationServer(state)
     server.register_grant(SmartCodeGrant, [S256Only(required=True)])
     server.register_grant(SmartRefreshGrant)
