@@ -1,0 +1,727 @@
+"""Remittance intake: an 835 file (or a native ClaimResponse) → stored raw, FHIR ClaimResponses, the denial worklist."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ptguard.chart import payer_id_for
+from ptguard.denials.deadlines import Deadline, compute_deadline
+from ptguard.denials.decode import DecodedLine, Denial, Reason, decode
+from ptguard.errors import InputError, PtguardError
+from ptguard.fhir.client import FhirClient
+from ptguard.fhir.refs import ResourceIndex, ref_string
+from ptguard.remit.matching import ClaimMatch, ClaimMatcher, apply_match
+from ptguard.remit.model import ClaimPayment, Remittance
+from ptguard.remit.to_fhir import (
+    EXT_SOURCE,
+    PAYER_CLAIM_CONTROL_NUMBER,
+    REMIT_CLAIM_KEY,
+    claim_response,
+    payment_reconciliation,
+)
+from ptguard.remit.x12 import ReadResult, X12Error, read_835
+from ptguard.store.db import session_scope
+from ptguard.store.models import RemitFile, WorkItem
+
+log = logging.getLogger("ptguard.remit")
+
+THERAPY_CODE = re.compile(r"^(97\d{3}|G0283)$")
+REMIT_FILE_SHA256 = "https://ptguard.dev/remit-file-sha256"
+X12_CONTENT_TYPE = "application/edi-x12"
+OPEN_STATUSES = ("open", "unmatched")
+TRANSACTION_CHUNK = 100
+Progress = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@dataclass
+class TherapyDenial:
+    """One denied or reduced therapy line found in an import (for the summary; the work item holds the rest)."""
+
+    payer: str
+    payer_id: str
+    claim: str
+    line: int | None
+    code: str
+    carcs: list[str]
+    category: str
+    path: str
+    due: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "payer": self.payer,
+            "payer_id": self.payer_id,
+            "claim": self.claim,
+            "line": self.line,
+            "code": self.code,
+            "carcs": self.carcs,
+            "category": self.category,
+            "path": self.path,
+            "due": self.due,
+        }
+
+
+@dataclass
+class ImportResult:
+    """The outcome of importing one 835 file."""
+
+    filename: str
+    sha256: str
+    status: str  # imported | quarantined | already-imported | rejected | failed
+    remit_file_id: str | None = None
+    message: str | None = None
+    claims: int = 0
+    raw_clp_count: int = 0
+    rejected_claims: int = 0
+    paid: int = 0
+    denied: int = 0
+    reversals: int = 0
+    matched: int = 0
+    unmatched: list[str] = field(default_factory=list)
+    therapy_denials: list[TherapyDenial] = field(default_factory=list)
+    work_items_created: int = 0
+    work_items_existing: int = 0
+    work_items_closed: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    fhir: dict[str, Any] | None = None
+
+    @property
+    def readable(self) -> bool:
+        """False when nothing could be read from the file (rejected or failed)."""
+        return self.status not in ("rejected", "failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (schemas/remit-import-output.schema.json, one entry of `files`)."""
+        return {
+            "file": self.filename,
+            "sha256": self.sha256,
+            "status": self.status,
+            "remit_file_id": self.remit_file_id,
+            "message": self.message,
+            "claims": self.claims,
+            "raw_clp_count": self.raw_clp_count,
+            "rejected_claims": self.rejected_claims,
+            "paid": self.paid,
+            "denied": self.denied,
+            "reversals": self.reversals,
+            "matched": self.matched,
+            "unmatched": list(self.unmatched),
+            "therapy_denials": [t.to_dict() for t in self.therapy_denials],
+            "work_items": {
+                "created": self.work_items_created,
+                "existing": self.work_items_existing,
+                "closed": self.work_items_closed,
+            },
+            "errors": list(self.errors),
+            "warnings": list(self.warnings),
+            "fhir": self.fhir,
+        }
+
+    @classmethod
+    def from_stored(cls, row: RemitFile, filename: str, sha: str, message: str) -> ImportResult:
+        """An 'already imported' answer that repeats what the first import found."""
+        summary = row.summary or {}
+        result = cls(filename=filename, sha256=sha, status="already-imported", remit_file_id=row.id, message=message)
+        for name in ("claims", "raw_clp_count", "paid", "denied", "reversals", "matched"):
+            value = summary.get(name)
+            if isinstance(value, int):
+                setattr(result, name, value)
+        return result
+
+
+@dataclass
+class IngestResult:
+    """The outcome of putting one native ClaimResponse on the worklist."""
+
+    reference: str
+    denied: bool
+    work_items_created: int = 0
+    work_items_existing: int = 0
+    item_ids: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex SHA-256 of the raw bytes (the file's identity)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def control_key(result: ReadResult) -> str | None:
+    """The file's envelope identity, hashed: per transaction ISA06, ISA08, ISA13, GS06, ST02, TRN02 and BPR02.
+
+    BPR02 (the payment amount) is included so that two different payments reusing control numbers (the X12 TR3
+    example files all do) are not taken for one; a re-framed copy of the same file still has the same key.
+    """
+    if not result.remittances:
+        return None
+    parts = sorted(
+        "/".join([r.sender_id or "", r.receiver_id or "", r.interchange_control_number, r.group_control_number,
+                  r.transaction_control_number, r.trace_number or "",
+                  str(r.payment_amount.normalize()) if r.payment_amount is not None else ""])
+        for r in result.remittances
+    )
+    return "x12:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _today_default() -> date:
+    return datetime.now().astimezone().date()
+
+
+def deadline_for(payer_id: str, notice: date | None, path: str, *, today: date) -> Deadline | None:
+    """The deadline of the recommended path: first appeal level (appeal) or the reopening window (reopen)."""
+    if notice is None or path not in ("appeal", "reopen"):
+        return None
+    for level in (("reopening", None) if path == "reopen" else (None,)):
+        try:
+            return compute_deadline(payer_id, notice, today=today, level=level)
+        except PtguardError:
+            continue
+    return None
+
+
+def _deadline(payer_id: str, notice: date | None, path: str, today: date) -> tuple[date | None, str | None]:
+    """Due date and rule text for a work item."""
+    if path == "resubmit":
+        return None, "corrected claim: the payer's timely-filing limit applies (not an appeal deadline)"
+    deadline = deadline_for(payer_id, notice, path, today=today)
+    if deadline is None:
+        return None, None
+    return deadline.due, f"{deadline.label}: {deadline.rule} ({deadline.basis})"
+
+
+def _reason_dicts(reasons: Iterable[Reason]) -> list[dict[str, Any]]:
+    seen: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+    for r in reasons:
+        seen.setdefault((r.system, r.code, r.group), {"system": r.system, "code": r.code, "group": r.group,
+                                                      "kind": r.kind, "meaning": r.meaning})
+    return list(seen.values())
+
+
+def _identifier(resource: Mapping[str, Any], system: str) -> str | None:
+    for ident in resource.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("system") == system and isinstance(ident.get("value"), str):
+            return str(ident["value"])
+    return None
+
+
+@dataclass
+class _Pending:
+    """A work item about to be stored (dedupe key decides whether it is new)."""
+
+    key: str
+    row: dict[str, Any]
+
+
+def _line_items(
+    denial: Denial,
+    resource: Mapping[str, Any],
+    *,
+    key_prefix: str,
+    payer_id: str,
+    payer_name: str | None,
+    patient_ref: str | None,
+    claim_ref: str | None,
+    control_number: str | None,
+    cr_ref: str | None,
+    matched: bool,
+    match: ClaimMatch | None,
+    source: str,
+    fhir_server: str | None,
+    today: date,
+) -> list[_Pending]:
+    """One pending work item per denied or reduced therapy line of a decoded ClaimResponse."""
+    out: list[_Pending] = []
+    if not denial.denied:
+        return out
+    due, rule = _deadline(payer_id, denial.notice_date, denial.path, today)
+    for line in denial.denied_lines:
+        if not line.code or not THERAPY_CODE.match(line.code):
+            continue
+        out.append(_Pending(
+            key=f"{key_prefix}|{line.sequence if line.sequence is not None else line.code}",
+            row=_row(denial, resource, line, payer_id=payer_id, payer_name=payer_name, patient_ref=patient_ref,
+                     claim_ref=claim_ref, control_number=control_number, cr_ref=cr_ref, matched=matched,
+                     match=match, source=source, fhir_server=fhir_server, due=due, rule=rule),
+        ))
+    return out
+
+
+def _row(
+    denial: Denial,
+    resource: Mapping[str, Any],
+    line: DecodedLine,
+    *,
+    payer_id: str,
+    payer_name: str | None,
+    patient_ref: str | None,
+    claim_ref: str | None,
+    control_number: str | None,
+    cr_ref: str | None,
+    matched: bool,
+    match: ClaimMatch | None,
+    source: str,
+    fhir_server: str | None,
+    due: date | None,
+    rule: str | None,
+) -> dict[str, Any]:
+    line_dict = line.to_dict()
+    if match is not None and line.sequence is not None:
+        encounters = match.encounters.get(line.sequence) or match.encounter_refs()
+        line_dict["encounters"] = encounters
+        line_dict["procedures"] = sorted({p for e in encounters for p in match.procedures.get(e, [])})
+    amount = round(line.submitted - (line.paid or 0.0), 2) if line.submitted is not None else None
+    return {
+        "source": source,
+        "fhir_server": fhir_server,
+        "patient_ref": patient_ref,
+        "patient_display": denial.patient_display,
+        "claim_ref": claim_ref,
+        "claim_control_number": control_number,
+        "claim_response_ref": cr_ref,
+        "claim_response": dict(resource),
+        "payer_id": payer_id,
+        "payer_name": payer_name,
+        "lines": [line_dict],
+        "codes": _reason_dicts([*line.reasons, *denial.claim_reasons]),
+        "category": denial.category,
+        "path": denial.path,
+        "amount": amount,
+        "notice_date": denial.notice_date,
+        "due_date": due,
+        "deadline_rule": rule[:300] if rule else None,
+        "status": "open",
+        "matched": matched,
+    }
+
+
+def _store_items(session: Session, pending: Sequence[_Pending], remit_file_id: str | None) -> tuple[int, int, list[str]]:
+    """Insert the pending items whose dedupe key is new; returns (created, existing, ids of all)."""
+    unique: dict[str, _Pending] = {}
+    for p in pending:
+        unique.setdefault(p.key, p)
+    keys = list(unique)
+    existing: dict[str, str] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        for key, item_id in session.execute(
+            select(WorkItem.dedupe_key, WorkItem.id).where(WorkItem.dedupe_key.in_(chunk))
+        ):
+            existing[key] = item_id
+    created = 0
+    ids: list[str] = []
+    for key, p in unique.items():
+        if key in existing:
+            ids.append(existing[key])
+            continue
+        item = WorkItem(dedupe_key=key, remit_file_id=remit_file_id, **p.row)
+        session.add(item)
+        session.flush()
+        ids.append(item.id)
+        created += 1
+    return created, len(existing), ids
+
+
+def _close_reversed(session: Session, reversals: Sequence[tuple[ClaimPayment, str | None]]) -> int:
+    """A CLP02 22 reversal closes the open work items of the same claim (same CLP01, payer, and CLP07 if known)."""
+    closed = 0
+    for claim, payer_name in reversals:
+        rows = session.scalars(
+            select(WorkItem).where(
+                WorkItem.claim_control_number == claim.patient_control_number,
+                WorkItem.status.in_(OPEN_STATUSES),
+            )
+        ).all()
+        if payer_name:
+            rows = [r for r in rows if not r.payer_name or r.payer_name == payer_name]
+        ccn = claim.payer_claim_control_number
+        if ccn:
+            same = [r for r in rows if _identifier(r.claim_response or {}, PAYER_CLAIM_CONTROL_NUMBER) == ccn]
+            rows = same or rows
+        for row in rows:
+            row.status = "reversed"
+            closed += 1
+    return closed
+
+
+# ---------------------------------------------------------------------------- FHIR writes
+
+
+def _fhir_ref_from_answer(answer: Mapping[str, Any], rtype: str) -> tuple[str | None, bool]:
+    response = answer.get("response") if isinstance(answer.get("response"), dict) else {}
+    assert isinstance(response, dict)
+    status = str(response.get("status") or "")
+    created = status.startswith("201")
+    location = str(response.get("location") or "")
+    m = re.search(rf"{rtype}/([A-Za-z0-9\-.]{{1,64}})", location)
+    if m:
+        return f"{rtype}/{m.group(1)}", created
+    resource = answer.get("resource")
+    if isinstance(resource, dict) and isinstance(resource.get("id"), str):
+        return f"{rtype}/{resource['id']}", created
+    return None, created
+
+
+class _FhirWriter:
+    """Writes the raw file and the mapped resources with conditional creates (re-imports create nothing)."""
+
+    def __init__(self, client: FhirClient) -> None:
+        self.client = client
+        self.stats: dict[str, Any] = {
+            "server": client.base_url,
+            "document_reference": None,
+            "claim_responses": {"created": 0, "existing": 0},
+            "payment_reconciliations": {"created": 0, "existing": 0},
+        }
+
+    def document(self, data: bytes, sha: str, filename: str) -> str:
+        doc = {
+            "resourceType": "DocumentReference",
+            "identifier": [{"system": REMIT_FILE_SHA256, "value": sha}],
+            "status": "current",
+            "type": {"text": "X12 835 remittance advice (ERA)"},
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "description": f"835 remittance file {Path(filename).name}"[:200],
+            "content": [{
+                "attachment": {
+                    "contentType": X12_CONTENT_TYPE,
+                    "data": base64.b64encode(data).decode("ascii"),
+                    "title": Path(filename).name[:200],
+                    "size": len(data),
+                    "hash": base64.b64encode(hashlib.sha1(data, usedforsecurity=False).digest()).decode("ascii"),
+                }
+            }],
+        }
+        created = self.client.create(doc, if_none_exist=f"identifier={REMIT_FILE_SHA256}|{sha}")
+        ref = f"DocumentReference/{created.get('id')}"
+        self.stats["document_reference"] = ref
+        return ref
+
+    def conditional(self, resources: Sequence[dict[str, Any]], counter: str) -> list[str | None]:
+        """POST each resource unless one with its remit-claim-key identifier exists; returns their references."""
+        refs: list[str | None] = []
+        for start in range(0, len(resources), TRANSACTION_CHUNK):
+            chunk = resources[start:start + TRANSACTION_CHUNK]
+            entries = []
+            for res in chunk:
+                body = {k: v for k, v in res.items() if k != "id"}
+                key = _identifier(res, REMIT_CLAIM_KEY)
+                request: dict[str, Any] = {"method": "POST", "url": res["resourceType"]}
+                if key:
+                    request["ifNoneExist"] = f"identifier={REMIT_CLAIM_KEY}|{key}"
+                entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": body, "request": request})
+            answer = self.client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+            answers = [a for a in answer.get("entry") or [] if isinstance(a, dict)]
+            if len(answers) != len(chunk):
+                raise InputError(f"the FHIR server answered {len(answers)} entries for {len(chunk)} sent")
+            for res, ans in zip(chunk, answers, strict=True):
+                ref, was_created = _fhir_ref_from_answer(ans, str(res["resourceType"]))
+                refs.append(ref)
+                self.stats[counter]["created" if was_created else "existing"] += 1
+        return refs
+
+
+# ---------------------------------------------------------------------------- the 835 import
+
+
+def _source_extension(resource: dict[str, Any], sha: str, filename: str) -> None:
+    """Without a FHIR server the raw file is referenced by its hash (the stored RemitFile)."""
+    ext = resource.setdefault("extension", [])
+    ext.append({"url": EXT_SOURCE, "valueReference": {
+        "identifier": {"system": REMIT_FILE_SHA256, "value": sha}, "display": Path(filename).name}})
+
+
+def _register(db_url: str, sha: str, data: bytes, filename: str, ckey: str | None,
+              errors: list[str]) -> tuple[str | None, ImportResult | None]:
+    """Store the raw file (or find it); returns (row id, None) to proceed or (None, result) when already there."""
+    with session_scope(db_url) as s:
+        row = s.scalars(select(RemitFile).where(RemitFile.sha256 == sha)).first()
+        if row is not None and row.status not in ("failed", "processing"):
+            return None, ImportResult.from_stored(row, filename, sha, f"already imported ({row.status}) "
+                                                  f"on {row.received_at.date().isoformat()}; nothing new created")
+        if ckey is not None:
+            other = s.scalars(select(RemitFile).where(RemitFile.control_key == ckey)).first()
+            if other is not None and (row is None or other.id != row.id):
+                if other.status not in ("quarantined", "failed", "processing"):
+                    return None, ImportResult.from_stored(
+                        other, filename, sha, "already imported: same ISA13/GS06/ST02 control numbers and TRN02 as "
+                        f"{other.filename or 'an earlier file'} ({other.status}); nothing new created")
+                other.control_key = None  # a corrected re-send of a quarantined file takes over its key
+                other.summary = {**(other.summary or {}), "superseded": True}
+                s.flush()
+        if row is None:
+            row = RemitFile(sha256=sha, control_key=ckey, filename=Path(filename).name[:300], raw=data)
+            s.add(row)
+        row.control_key = ckey
+        row.status = "processing"
+        row.errors = errors
+        try:
+            s.flush()
+        except IntegrityError:
+            s.rollback()
+            return None, ImportResult(filename=filename, sha256=sha, status="already-imported",
+                                      message="already imported (a concurrent import of the same file)")
+        return row.id, None
+
+
+def import_835(
+    data: bytes,
+    *,
+    filename: str,
+    db_url: str,
+    fhir: FhirClient | None = None,
+    today: date | None = None,
+    progress: Progress | None = None,
+    index: ResourceIndex | None = None,
+    claim_id_systems: Sequence[str] = (),
+    payer_map: Path | None = None,
+) -> ImportResult:
+    """Import one 835: store it, map it, match claims, write to FHIR, decode, and fill the denial worklist.
+
+    Idempotent on the file's SHA-256 and on its control numbers (ISA/GS/ST + TRN02); per claim, FHIR writes are
+    conditional on the remit-claim-key identifier and work items unique on their dedupe key.
+    """
+    today = today or _today_default()
+    sha = sha256_hex(data)
+    name = Path(filename).name
+    say = progress or (lambda _msg: None)
+    # 1. read
+    try:
+        read = read_835(data, name)
+    except X12Error as exc:
+        return _rejected(db_url, data, sha, name, exc.one_line())
+    ckey = control_key(read)
+    errors = [e.one_line() for e in read.errors]
+    quarantined = not read.ok
+    # 2. register (idempotency)
+    row_id, already = _register(db_url, sha, data, name, ckey, errors)
+    if already is not None:
+        say(f"{name}: {already.message}")
+        return already
+    assert row_id is not None
+    result = ImportResult(filename=name, sha256=sha, status="quarantined" if quarantined else "imported",
+                          remit_file_id=row_id, claims=read.claim_count, raw_clp_count=read.raw_clp_count,
+                          rejected_claims=read.rejected_claims, errors=errors, warnings=list(read.warnings))
+    try:
+        pending, reversals = _process(read, data, sha, name, result, fhir=fhir, index=index, today=today,
+                                      systems=claim_id_systems, payer_map=payer_map, say=say)
+    except PtguardError as exc:
+        result.status = "failed"
+        result.message = exc.one_line()
+        with session_scope(db_url) as s:
+            stored = s.get(RemitFile, row_id)
+            if stored is not None:
+                stored.status = "failed"
+                stored.errors = [*errors, exc.one_line()]
+        log.warning("835 import failed: %s", type(exc).__name__)
+        return result
+    # 3. store the worklist and the outcome in one transaction
+    with session_scope(db_url) as s:
+        # Reversals close items stored before this file; then this file's own items are added.
+        result.work_items_closed = _close_reversed(s, reversals)
+        s.flush()
+        created, existing, _ids = _store_items(s, pending, row_id)
+        result.work_items_created, result.work_items_existing = created, existing
+        stored = s.get(RemitFile, row_id)
+        if stored is not None:
+            stored.status = result.status
+            stored.summary = {k: v for k, v in result.to_dict().items() if k not in ("errors", "warnings")}
+            stored.errors = errors
+    if quarantined and not result.message:
+        result.message = f"quarantined: {errors[0]}" if errors else "quarantined"
+    say(f"{name}: {result.status}, {result.claims} claim(s), {len(result.therapy_denials)} therapy denial line(s), "
+        f"{result.work_items_created} new work item(s)")
+    return result
+
+
+def _rejected(db_url: str, data: bytes, sha: str, name: str, message: str) -> ImportResult:
+    with session_scope(db_url) as s:
+        row = s.scalars(select(RemitFile).where(RemitFile.sha256 == sha)).first()
+        if row is None:
+            row = RemitFile(sha256=sha, control_key=None, filename=name[:300], raw=data, status="rejected",
+                            errors=[message], summary={"claims": 0})
+            s.add(row)
+            s.flush()
+        else:
+            row.status = "rejected"
+            row.errors = [message]
+        row_id = row.id
+    return ImportResult(filename=name, sha256=sha, status="rejected", remit_file_id=row_id, message=message,
+                        errors=[message])
+
+
+def _process(
+    read: ReadResult,
+    data: bytes,
+    sha: str,
+    name: str,
+    result: ImportResult,
+    *,
+    fhir: FhirClient | None,
+    index: ResourceIndex | None,
+    today: date,
+    systems: Sequence[str],
+    payer_map: Path | None,
+    say: Progress,
+) -> tuple[list[_Pending], list[tuple[ClaimPayment, str | None]]]:
+    matcher = ClaimMatcher(fhir=fhir, index=index, systems=systems) if (fhir or index) else None
+    writer = _FhirWriter(fhir) if fhir is not None else None
+    raw_ref = writer.document(data, sha, name) if writer is not None else None
+    pending: list[_Pending] = []
+    reversals: list[tuple[ClaimPayment, str | None]] = []
+    total = read.claim_count
+    done = 0
+    for rem in read.remittances:
+        payer_name = rem.payer.name
+        payer_id = payer_id_for(None, payer_name or "", payer_map=payer_map)
+        responses: list[dict[str, Any]] = []
+        matches: list[ClaimMatch | None] = []
+        for n, claim in enumerate(rem.claims, start=1):
+            cr = claim_response(rem, n, claim, raw_reference=raw_ref)
+            if raw_ref is None:
+                _source_extension(cr, sha, name)
+            match = matcher.match(claim.patient_control_number) if matcher is not None else None
+            if match is not None:
+                if match.matched:
+                    apply_match(cr, match)
+                    result.matched += 1
+                else:
+                    result.unmatched.append(claim.patient_control_number)
+            responses.append(cr)
+            matches.append(match)
+            done += 1
+            if done % 500 == 0:
+                say(f"{name}: mapped {done}/{total} claims")
+        refs: list[str | None] = [None] * len(responses)
+        if writer is not None:
+            refs = writer.conditional(responses, "claim_responses")
+            ids = [r.split("/", 1)[1] if r else str(cr["id"]) for r, cr in zip(refs, responses, strict=True)]
+            pr = payment_reconciliation(rem, ids, raw_reference=raw_ref)
+            writer.conditional([pr], "payment_reconciliations")
+        for claim, cr, match, ref in zip(rem.claims, responses, matches, refs, strict=True):
+            _collect(claim, cr, match, ref, rem, result, pending, reversals, payer_id=payer_id,
+                     payer_name=payer_name, fhir_server=fhir.base_url if fhir else None, today=today)
+    if writer is not None:
+        result.fhir = writer.stats
+    return pending, reversals
+
+
+def _collect(
+    claim: ClaimPayment,
+    cr: dict[str, Any],
+    match: ClaimMatch | None,
+    ref: str | None,
+    rem: Remittance,
+    result: ImportResult,
+    pending: list[_Pending],
+    reversals: list[tuple[ClaimPayment, str | None]],
+    *,
+    payer_id: str,
+    payer_name: str | None,
+    fhir_server: str | None,
+    today: date,
+) -> None:
+    if claim.paid > Decimal(0):
+        result.paid += 1
+    ccn = claim.payer_claim_control_number or "-"
+    key_prefix = f"835|{ccn}|{claim.patient_control_number}"
+    if claim.status == "22":
+        result.reversals += 1
+        reversals.append((claim, payer_name))
+        return
+    denial = decode(cr, payer_hint=payer_id)
+    if denial.denied:
+        result.denied += 1
+    matched = match is not None and match.matched
+    items = _line_items(
+        denial, cr, key_prefix=key_prefix, payer_id=payer_id, payer_name=payer_name,
+        patient_ref=match.patient_ref if match and match.matched else None,
+        claim_ref=match.claim_ref if match and match.matched else None,
+        control_number=claim.patient_control_number, cr_ref=ref, matched=matched, match=match,
+        source="835", fhir_server=fhir_server, today=today,
+    )
+    for item in items:
+        line = item.row["lines"][0]
+        due = item.row["due_date"]
+        result.therapy_denials.append(TherapyDenial(
+            payer=payer_name or "unknown payer", payer_id=payer_id, claim=claim.patient_control_number,
+            line=line.get("sequence"), code=str(line.get("code")),
+            carcs=[f"{c['group']}-{c['code']}" if c.get("group") else str(c["code"])
+                   for c in item.row["codes"] if c.get("kind") == "CARC"],
+            category=denial.category, path=denial.path, due=due.isoformat() if due else None,
+        ))
+    pending.extend(items)
+    if match is not None and not match.matched and not items:
+        # Listed, never dropped: a claim ptguard could not tie to a chart waits on the worklist as `unmatched`.
+        pending.append(_Pending(key=f"{key_prefix}|unmatched", row={
+            "source": "835", "fhir_server": fhir_server, "patient_ref": None,
+            "patient_display": denial.patient_display, "claim_ref": None,
+            "claim_control_number": claim.patient_control_number, "claim_response_ref": ref,
+            "claim_response": cr, "payer_id": payer_id, "payer_name": payer_name,
+            "lines": [ln.to_dict() for ln in denial.lines],
+            "codes": _reason_dicts(denial.claim_reasons), "category": "unmatched", "path": "none",
+            "amount": None, "notice_date": denial.notice_date, "due_date": None,
+            "deadline_rule": None, "status": "unmatched", "matched": False,
+        }))
+
+
+# ---------------------------------------------------------------------------- native ClaimResponses
+
+
+def ingest_claim_response(
+    resource: dict[str, Any],
+    *,
+    db_url: str,
+    today: date | None = None,
+    index: ResourceIndex | None = None,
+    fhir_server: str | None = None,
+    payer_id: str | None = None,
+    payer_map: Path | None = None,
+) -> IngestResult:
+    """Put a native FHIR ClaimResponse (or EOB) on the worklist: one work item per denied or reduced therapy line."""
+    today = today or _today_default()
+    insurer = resource.get("insurer")
+    org = index.resolve(insurer, resource) if index is not None and insurer else None
+    display = (insurer or {}).get("display") if isinstance(insurer, dict) else None
+    payer = payer_id or payer_id_for(org, str(display or (org or {}).get("name") or ""), payer_map=payer_map)
+    denial = decode(resource, index=index, payer_hint=payer)
+    cr_ref = (index.label(resource) if index is not None else None) or (
+        f"{resource.get('resourceType')}/{resource['id']}" if isinstance(resource.get("id"), str) else None)
+    claim_ref = denial.claim_reference if denial.claim_reference and "/" in denial.claim_reference else None
+    ccn = _identifier(resource, PAYER_CLAIM_CONTROL_NUMBER)
+    control_number = None
+    request = resource.get("request")
+    if isinstance(request, dict) and isinstance(request.get("identifier"), dict):
+        control_number = request["identifier"].get("value")
+    key_prefix = f"fhir|{ccn or cr_ref or '-'}|{claim_ref or control_number or '-'}"
+    patient_ref = denial.patient_reference or ref_string(resource.get("patient"))
+    items = _line_items(
+        denial, resource, key_prefix=key_prefix, payer_id=payer, payer_name=display or (org or {}).get("name"),
+        patient_ref=patient_ref, claim_ref=claim_ref, control_number=control_number, cr_ref=cr_ref,
+        matched=claim_ref is not None, match=None, source="fhir", fhir_server=fhir_server, today=today,
+    )
+    result = IngestResult(reference=cr_ref or denial.reference, denied=denial.denied)
+    if items:
+        with session_scope(db_url) as s:
+            result.work_items_created, result.work_items_existing, result.item_ids = _store_items(s, items, None)
+    return result
