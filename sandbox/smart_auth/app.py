@@ -394,7 +394,9 @@ def _routes(app: Flask, base_path: str) -> None:
 
     @app.post("/_expire-tokens")
     def expire_tokens() -> Response:
-        return jsonify({"expired": _state().expire_tokens()})
+        data = request.get_json(silent=True) or {}
+        client_id, access_token = data.get("client_id"), data.get("access_token")
+        return jsonify({"expired": _state().expire_tokens(client_id=client_id, access_token=access_token)})
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 

@@ -43,6 +43,8 @@ def install_log_filters() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropTokenRecords) for f in logger.filters):
             logger.addFilter(DropTokenRecords())
+
+
 MAX_ASSERTION_LIFETIME = 300
 REFRESH_SCOPES = {"offline_access", "online_access"}
 AUTH_METHODS = ["private_key_jwt", "none"]

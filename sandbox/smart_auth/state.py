@@ -392,12 +392,18 @@ class AuthState:
             return None
         return record
 
-    def expire_tokens(self) -> int:
-        """Expire every access token now (refresh tokens stay usable); returns how many."""
+    def expire_tokens(self, *, client_id: str | None = None, access_token: str | None = None) -> int:
+        """Expire access tokens now (all, one client's, or one); refresh tokens stay usable. Returns how many."""
+        count = 0
         with self.lock:
             for record in self.tokens.values():
+                if client_id is not None and record.client_id != client_id:
+                    continue
+                if access_token is not None and record.access_token != access_token:
+                    continue
                 record.expires_at = 0.0
-            return len(self.tokens)
+                count += 1
+        return count
 
     def reset(self) -> None:
         """Switches back to defaults (clients and tokens stay)."""

@@ -751,11 +751,16 @@ def test_proxy_refuses_missing_garbage_and_expired_tokens(
     expired = get(url, headers=bearer(token["access_token"]))
     assert expired.status_code == 401
     assert "expired" in expired.json()["issue"][0]["diagnostics"]
-    # the sandbox helper expires every token at once (for apps testing their refresh path)
+    # the sandbox helper expires a client's tokens at once (for apps testing their refresh path)
     smart_auth.reset_switches()
     token = patient_token(smart_auth, public_client, clinic, "patient/*.rs")
-    assert post(f"{smart_auth.url}/_expire-tokens").json()["expired"] >= 1
+    other = patient_token(smart_auth, public_client, clinic, "patient/*.rs")
+    expire = post(f"{smart_auth.url}/_expire-tokens", json={"access_token": token["access_token"]})
+    assert expire.json()["expired"] == 1
     assert get(url, headers=bearer(token["access_token"])).status_code == 401
+    assert get(url, headers=bearer(other["access_token"])).status_code == 200
+    assert post(f"{smart_auth.url}/_expire-tokens", json={"client_id": public_client}).json()["expired"] >= 2
+    assert get(url, headers=bearer(other["access_token"])).status_code == 401
 
 
 def test_proxy_enforces_v2_scopes(smart_auth: SmartAuthServer, public_client: str, clinic: dict[str, str]) -> None:
