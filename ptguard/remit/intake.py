@@ -195,7 +195,7 @@ def deadline_for(payer_id: str, notice: date | None, path: str, *, today: date) 
     for level in (("reopening", None) if path == "reopen" else (None,)):
         try:
             return compute_deadline(payer_id, notice, today=today, level=level)
-        except PtguardError:
+        except (PtguardError, LookupError, StopIteration):  # no level in effect on that date (e.g. a 2014 notice)
             continue
     return None
 
