@@ -505,7 +505,15 @@ def import_835(
     sha = sha256_hex(data)
     name = Path(filename).name
     say = progress or (lambda _msg: None)
-    # 1. read
+    # 1. the same bytes again: nothing to do
+    with session_scope(db_url) as s:
+        seen = s.scalars(select(RemitFile).where(RemitFile.sha256 == sha)).first()
+        if seen is not None and seen.status not in ("failed", "processing"):
+            already = ImportResult.from_stored(seen, name, sha, f"already imported ({seen.status}) on "
+                                               f"{seen.received_at.date().isoformat()}; nothing new created")
+            say(f"{name}: {already.message}")
+            return already
+    # 2. read
     try:
         read = read_835(data, name)
     except X12Error as exc:
@@ -513,7 +521,7 @@ def import_835(
     ckey = control_key(read)
     errors = [e.one_line() for e in read.errors]
     quarantined = not read.ok
-    # 2. register (idempotency)
+    # 3. register (idempotency on the control numbers)
     row_id, already = _register(db_url, sha, data, name, ckey, errors)
     if already is not None:
         say(f"{name}: {already.message}")
@@ -535,7 +543,7 @@ def import_835(
                 stored.errors = [*errors, exc.one_line()]
         log.warning("835 import failed: %s", type(exc).__name__)
         return result
-    # 3. store the worklist and the outcome in one transaction
+    # 4. store the worklist and the outcome in one transaction
     with session_scope(db_url) as s:
         # Reversals close items stored before this file; then this file's own items are added.
         result.work_items_closed = _close_reversed(s, reversals)
