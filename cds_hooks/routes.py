@@ -1,0 +1,265 @@
+"""CDS Hooks HTTP layer: discovery, service calls and feedback, with JWT checks, CORS and OperationOutcome errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import orjson
+from flask import Blueprint, Flask, Response, current_app, request
+
+from cds_hooks.cards import CardOptions, cards_for, prune_empty
+from cds_hooks.jwt import (
+    AuthError,
+    MemoryReplayCache,
+    RedisReplayCache,
+    ReplayCache,
+    Verifier,
+    load_issuers,
+    parse_issuers,
+)
+from ptguard.cds import (
+    SERVICES,
+    CdsRequestError,
+    ClientFactory,
+    RequiredDataUnavailableError,
+    discovery,
+    parse_request,
+    run_check,
+    worklist_reader,
+)
+from ptguard.cds_feedback import CardRecord, parse_feedback, record_cards, store_feedback
+from ptguard.config import Settings, load_settings
+from ptguard.errors import PtguardError
+
+log = logging.getLogger("ptguard.cds")
+bp = Blueprint("cds_hooks", __name__)
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Accept",
+    "Access-Control-Max-Age": "600",
+}
+UNSIGNED_WARNING = (
+    "!!! PTGUARD_CDS_ALLOW_UNSIGNED=1: the CDS Hooks service accepts calls WITHOUT a verified JWT. "
+    "Development only — never run this in production. !!!"
+)
+
+
+@dataclass
+class CdsState:
+    """Per-app CDS objects: the caller verifier and settings read once at start-up."""
+
+    verifier: Verifier
+    allow_unsigned: bool
+    settings: Settings
+
+
+def configure(app: Flask) -> None:
+    """Defaults from the environment (test_config wins), the verifier, and the blueprint."""
+    env = os.environ
+    cfg = app.config
+    settings = cfg.get("PTGUARD_SETTINGS") or load_settings()
+    cfg.setdefault("CDS_ISSUERS", None)
+    cfg.setdefault("CDS_ISSUERS_FILE", env.get("PTGUARD_CDS_ISSUERS"))
+    cfg.setdefault("CDS_ALLOW_UNSIGNED", env.get("PTGUARD_CDS_ALLOW_UNSIGNED") == "1")
+    cfg.setdefault("CDS_LEEWAY_SECONDS", int(env.get("PTGUARD_CDS_LEEWAY_SECONDS") or 60))
+    cfg.setdefault("REDIS_URL", env.get("PTGUARD_REDIS_URL"))
+    cfg.setdefault("CDS_TIME_BUDGET_MS", settings.cds_time_budget_ms)
+    cfg.setdefault("CDS_ALL_CLEAR", env.get("PTGUARD_CDS_ALL_CLEAR") == "1")
+    cfg.setdefault("SMART_LAUNCH_URL", env.get("PTGUARD_SMART_LAUNCH_URL"))
+    cfg.setdefault("CDS_RECORD_CARDS", True)
+    cfg.setdefault("CDS_CLIENT_FACTORY", None)
+    cfg.setdefault("CDS_JWKS_CACHE", None)
+    if cfg["CDS_ISSUERS"] is not None:
+        issuers = parse_issuers(cfg["CDS_ISSUERS"], "CDS_ISSUERS")
+    elif cfg["CDS_ISSUERS_FILE"]:
+        issuers = load_issuers(cfg["CDS_ISSUERS_FILE"])
+    else:
+        issuers = {}
+    replay: ReplayCache = RedisReplayCache(cfg["REDIS_URL"]) if cfg["REDIS_URL"] else MemoryReplayCache()
+    verifier = Verifier(issuers, replay=replay, jwks=cfg["CDS_JWKS_CACHE"], leeway=int(cfg["CDS_LEEWAY_SECONDS"]))
+    allow_unsigned = bool(cfg["CDS_ALLOW_UNSIGNED"])
+    if allow_unsigned:
+        log.warning(UNSIGNED_WARNING)
+        sys.stderr.write(UNSIGNED_WARNING + "\n")
+    elif not issuers:
+        log.warning("no trusted CDS clients configured (PTGUARD_CDS_ISSUERS): every CDS Hooks call will get 401")
+    app.extensions["ptguard_cds"] = CdsState(verifier, allow_unsigned, settings)
+    app.register_blueprint(bp)
+
+
+def _state() -> CdsState:
+    state: CdsState = current_app.extensions["ptguard_cds"]
+    return state
+
+
+def _public_url() -> str:
+    """The URL the caller called: PTGUARD_PUBLIC_BASE_URL + path behind a proxy, else the request's own URL."""
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if base:
+        return str(base).rstrip("/") + request.path
+    return request.base_url
+
+
+def _launch_url() -> str:
+    configured = current_app.config.get("SMART_LAUNCH_URL")
+    if configured:
+        return str(configured)
+    base = current_app.config.get("PUBLIC_BASE_URL") or request.url_root
+    return str(base).rstrip("/") + "/app/launch"
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+
+
+def _outcome(status: int, message: str, *, code: str = "invalid", where: str | None = None) -> Response:
+    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": message}
+    if where:
+        issue["expression"] = [where]
+    body = {"resourceType": "OperationOutcome", "issue": [issue]}
+    return Response(orjson.dumps(body), status=status, mimetype="application/fhir+json")
+
+
+def _unauthorized(reason: str) -> Response:
+    log.info("CDS call refused (401): %s", reason)  # the reason names a check, never the token or its claims
+    return Response(status=401)
+
+
+def _authorize() -> Response | None:
+    state = _state()
+    if state.allow_unsigned:
+        return None
+    try:
+        state.verifier.verify(request.headers.get("Authorization"), _public_url())
+    except AuthError as exc:
+        return _unauthorized(str(exc))
+    return None
+
+
+@bp.after_request
+def _cors(response: Response) -> Response:
+    origin = request.headers.get("Origin")
+    response.headers["Access-Control-Allow-Origin"] = origin or "*"
+    if origin:
+        response.headers.add("Vary", "Origin")
+    for key, value in CORS_HEADERS.items():
+        response.headers[key] = value
+    return response
+
+
+@bp.route("/cds-services", methods=["OPTIONS"])
+@bp.route("/cds-services/<service_id>", methods=["OPTIONS"])
+@bp.route("/cds-services/<service_id>/feedback", methods=["OPTIONS"])
+def preflight(service_id: str | None = None) -> Response:
+    """CORS preflight (browsers send it without credentials, so no JWT is asked for)."""
+    return Response(status=204)
+
+
+@bp.get("/cds-services")
+def services() -> Response:
+    refused = _authorize()
+    if refused is not None:
+        return refused
+    return _json(discovery())
+
+
+def _body() -> Any:
+    raw = request.get_data(cache=False)
+    if not raw:
+        raise CdsRequestError("empty request body", code="structure")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CdsRequestError(f"malformed JSON ({exc.msg})", code="structure") from None
+
+
+@bp.post("/cds-services/<service_id>")
+def call(service_id: str) -> Response:
+    started = time.monotonic()
+    refused = _authorize()
+    if refused is not None:
+        return refused
+    service = SERVICES.get(service_id)
+    if service is None:
+        return _outcome(404, f"no CDS service {service_id!r}", code="not-found")
+    cfg = current_app.config
+    state = _state()
+    try:
+        req = parse_request(_body(), service)
+        factory: ClientFactory | None = cfg.get("CDS_CLIENT_FACTORY")
+        worklist = worklist_reader(cfg["DATABASE_URL"]) if service.kind == "denials" else None
+        kwargs: dict[str, Any] = {"client_factory": factory} if factory is not None else {}
+        result = run_check(
+            service,
+            req,
+            budget_ms=int(cfg["CDS_TIME_BUDGET_MS"]),
+            started=started,
+            worklist=_safe(worklist),
+            today=date.today(),
+            payer_map=state.settings.payer_map,
+            **kwargs,
+        )
+    except CdsRequestError as exc:
+        return _outcome(400, exc.message, code=exc.code, where=exc.where)
+    except RequiredDataUnavailableError as exc:
+        return _outcome(412, exc.message, code="not-found", where=exc.where)
+    except PtguardError as exc:
+        return _outcome(400, exc.one_line())
+    options = CardOptions(smart_launch_url=_launch_url(), all_clear=bool(cfg["CDS_ALL_CLEAR"]))
+    card_set = cards_for(result, options)
+    if cfg["CDS_RECORD_CARDS"] and card_set.issued:
+        try:
+            record_cards(
+                cfg["DATABASE_URL"],
+                service.id,
+                req.hook_instance,
+                [CardRecord(c.uuid, c.criterion_id, c.payer_id) for c in card_set.issued],
+            )
+        except Exception as exc:  # the answer matters more than the record
+            log.warning("could not record issued cards (%s)", type(exc).__name__)
+    log.info(
+        "CDS %s %s: %d card(s), %s, %.0f ms",
+        service.id,
+        req.hook,
+        len(card_set.cards),
+        "complete" if result.complete else "incomplete",
+        (time.monotonic() - started) * 1000,
+    )
+    return _json({"cards": [prune_empty(c) for c in card_set.cards]})
+
+
+def _safe(reader: Any) -> Any:
+    if reader is None:
+        return None
+
+    def read(patient_id: str) -> Any:
+        try:
+            return reader(patient_id)
+        except Exception as exc:
+            log.warning("denial worklist unavailable (%s)", type(exc).__name__)
+            return []
+
+    return read
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    refused = _authorize()
+    if refused is not None:
+        return refused
+    if service_id not in SERVICES:
+        return _outcome(404, f"no CDS service {service_id!r}", code="not-found")
+    try:
+        items = parse_feedback(_body())
+    except CdsRequestError as exc:
+        return _outcome(400, exc.message, code=exc.code, where=exc.where)
+    new, repeats = store_feedback(current_app.config["DATABASE_URL"], service_id, items)
+    log.info("CDS feedback for %s: %d new, %d repeated", service_id, new, repeats)
+    return Response(status=200)
