@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -228,14 +228,15 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def run_cli(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Handler of `load-fixtures`; returns the exit code (0 all loaded, 1 some file failed, else the error's)."""
+    out = out or sys.stdout
     token = args.token or os.environ.get(TOKEN_ENV) or None
     directory = args.dir if args.dir is not None else default_fixture_dir()
 
     def show(file_report: FileReport) -> None:
         if not args.json:
-            print(file_report.summary(), flush=True)
+            print(file_report.summary(), file=out, flush=True)
             for warning in file_report.warnings:
                 print(f"  warning: {warning}", file=sys.stderr)
 
@@ -246,10 +247,11 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"ptguard load-fixtures: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     if args.json:
-        print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode(), file=out)
     else:
         print(
             f"{len(report.files)} file(s): {report.created_count} created, {report.existing_count} already present"
-            + ("" if report.ok else "; some files FAILED")
+            + ("" if report.ok else "; some files FAILED"),
+            file=out,
         )
     return 0 if report.ok else 1

@@ -86,3 +86,15 @@ def test_missing_encounter_is_a_finding(loaded: str) -> None:
     with FhirClient(loaded) as client:
         result = fetch(client, [("encounter", "Encounter/does-not-exist", None)], budget_seconds=5)
     assert [f.id for f in result.findings] == ["data-quality.fhir-not-found"]
+
+
+def test_load_fixtures_command_is_idempotent(fhir_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from ptguard.cli import main
+
+    out = io.StringIO()
+    assert main(["load-fixtures", "--fhir", fhir_server, "--dir", str(FIXTURES)], out=out) == 0
+    out2 = io.StringIO()
+    assert main(["load-fixtures", "--fhir", fhir_server, "--dir", str(FIXTURES)], out=out2) == 0
+    assert " 0 created" in out2.getvalue().splitlines()[-1]
