@@ -508,6 +508,10 @@ def import_835(
     # 1. the same bytes again: nothing to do
     with session_scope(db_url) as s:
         seen = s.scalars(select(RemitFile).where(RemitFile.sha256 == sha)).first()
+        if seen is not None and seen.status == "rejected":
+            message = str((seen.errors or ["rejected"])[0])
+            return ImportResult(filename=name, sha256=sha, status="rejected", remit_file_id=seen.id,
+                                message=message, errors=[message])
         if seen is not None and seen.status not in ("failed", "processing"):
             already = ImportResult.from_stored(seen, name, sha, f"already imported ({seen.status}) on "
                                                f"{seen.received_at.date().isoformat()}; nothing new created")

@@ -118,7 +118,8 @@ def test_rejected_file_is_kept_with_a_specific_reason(db: str) -> None:
     result = import_835(b"hello, not x12", filename="note.txt", db_url=db, today=TODAY)
     assert result.status == "rejected" and not result.readable
     assert "ISA" in (result.message or "") and "\n" not in (result.message or "")
-    assert import_835(b"hello, not x12", filename="note.txt", db_url=db, today=TODAY).status == "already-imported"
+    again = import_835(b"hello, not x12", filename="note.txt", db_url=db, today=TODAY)
+    assert again.status == "rejected" and again.message == result.message
     assert counts(db) == (1, 0)
 
 
