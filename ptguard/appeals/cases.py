@@ -1,0 +1,202 @@
+"""Appeal cases in the store: draft → sent → decided, letter edits kept, every change in the append-only audit trail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ptguard.appeals.model import AppealLetter, edit_sentence
+from ptguard.errors import InputError, NotFoundError
+from ptguard.store.db import session_scope
+from ptguard.store.models import AppealCase, AuditEvent
+
+TRANSITIONS = {"draft": {"sent"}, "sent": {"decided"}, "decided": set[str]()}
+DECISIONS = ("overturned", "partially-overturned", "upheld")
+
+
+@dataclass
+class CaseView:
+    """A detached copy of a case and its audit trail, safe to use after the session closes."""
+
+    id: str
+    status: str
+    claim_response_ref: str
+    payer_id: str | None
+    category: str | None
+    path: str | None
+    level: str | None
+    due_date: date | None
+    deadline_rule: str | None
+    decision: str | None
+    document_ref: str | None
+    task_ref: str | None
+    letter: AppealLetter
+    audit: list[dict[str, Any]]
+
+
+def _view(case: AppealCase) -> CaseView:
+    return CaseView(
+        id=case.id,
+        status=case.status,
+        claim_response_ref=case.claim_response_ref,
+        payer_id=case.payer_id,
+        category=case.category,
+        path=case.path,
+        level=case.level,
+        due_date=case.due_date,
+        deadline_rule=case.deadline_rule,
+        decision=case.decision,
+        document_ref=case.document_ref,
+        task_ref=case.task_ref,
+        letter=AppealLetter.from_dict(case.letter),
+        audit=[
+            {"at": a.at.isoformat(timespec="seconds"), "actor": a.actor, "action": a.action, "detail": a.detail}
+            for a in case.audit
+        ],
+    )
+
+
+def audit(session: Session, case_id: str | None, actor: str, action: str, detail: dict[str, Any] | None = None) -> None:
+    """Append one audit row (detail holds ids and counts only, never chart text)."""
+    session.add(AuditEvent(case_id=case_id, actor=actor, action=action, detail=detail or {}))
+
+
+def create_case(db_url: str, letter: AppealLetter, *, actor: str, fhir_server: str | None = None) -> str:
+    """Store a new draft case for the letter; returns its id."""
+    with session_scope(db_url) as s:
+        due = date.fromisoformat(letter.deadline["due"]) if letter.deadline else None
+        case = AppealCase(
+            fhir_server=fhir_server,
+            patient_ref=letter.patient,
+            claim_ref=letter.claim,
+            claim_response_ref=letter.claim_response,
+            payer_id=letter.payer_id,
+            category=letter.category,
+            path=letter.path,
+            level=letter.level,
+            due_date=due,
+            deadline_rule=letter.deadline["rule"] if letter.deadline else None,
+            status="draft",
+            letter=letter.to_dict(),
+            exhibits=[e.to_dict(with_content=False) for e in letter.exhibits],
+        )
+        s.add(case)
+        s.flush()
+        audit(
+            s,
+            case.id,
+            actor,
+            "case.created",
+            {
+                "sentences": len(letter.sentences()),
+                "gaps": len(letter.gaps),
+                "exhibits": len(letter.exhibits),
+                "template": letter.template,
+            },
+        )
+        return case.id
+
+
+def get_case(db_url: str, case_id: str) -> CaseView:
+    with session_scope(db_url) as s:
+        case = s.get(AppealCase, case_id)
+        if case is None:
+            raise NotFoundError(f"no appeal case {case_id!r}")
+        return _view(case)
+
+
+def cases_for(db_url: str, claim_response_ref: str) -> list[CaseView]:
+    with session_scope(db_url) as s:
+        rows = s.scalars(
+            select(AppealCase)
+            .where(AppealCase.claim_response_ref == claim_response_ref)
+            .order_by(AppealCase.created_at)
+        ).all()
+        return [_view(c) for c in rows]
+
+
+def save_edits(db_url: str, case_id: str, edits: dict[str, tuple[str, bool]], *, actor: str) -> CaseView:
+    """Apply sentence edits {sentence id: (new text, keep sources)} to a draft; records which sentences changed."""
+    with session_scope(db_url) as s:
+        case = s.get(AppealCase, case_id)
+        if case is None:
+            raise NotFoundError(f"no appeal case {case_id!r}")
+        if case.status != "draft":
+            raise InputError(f"the case is {case.status}; only a draft letter can be edited")
+        letter = AppealLetter.from_dict(case.letter)
+        changed: list[str] = []
+        dropped: list[str] = []
+        for sid, (text, keep) in edits.items():
+            sentence = letter.sentence(sid)
+            if sentence is None:
+                raise InputError(f"the letter has no sentence {sid!r}")
+            before = (sentence.text, list(sentence.sources))
+            edit_sentence(letter, sid, text, keep_sources=keep)
+            if (sentence.text, sentence.sources) != before:
+                changed.append(sid)
+                if before[1] and not sentence.sources:
+                    dropped.append(sid)
+        if changed:
+            case.letter = letter.to_dict()
+            audit(s, case.id, actor, "letter.edited", {"sentences": changed, "sources_dropped": dropped})
+        return _view(case)
+
+
+def set_status(db_url: str, case_id: str, status: str, *, actor: str, decision: str | None = None) -> CaseView:
+    """Move a case forward (draft → sent → decided); a decided case names its decision."""
+    with session_scope(db_url) as s:
+        case = s.get(AppealCase, case_id)
+        if case is None:
+            raise NotFoundError(f"no appeal case {case_id!r}")
+        if status not in TRANSITIONS.get(case.status, set()):
+            raise InputError(f"a {case.status} case cannot become {status}")
+        if status == "decided" and decision not in DECISIONS:
+            raise InputError(f"a decision is one of {', '.join(DECISIONS)}")
+        old = case.status
+        case.status = status
+        if decision:
+            case.decision = decision
+        audit(s, case.id, actor, "case.status", {"from": old, "to": status, "decision": decision})
+        return _view(case)
+
+
+def record_writeback(
+    db_url: str, case_id: str, *, actor: str, document_ref: str | None, task_ref: str | None, skipped: int
+) -> None:
+    with session_scope(db_url) as s:
+        case = s.get(AppealCase, case_id)
+        if case is None:
+            raise NotFoundError(f"no appeal case {case_id!r}")
+        case.document_ref = document_ref or case.document_ref
+        case.task_ref = task_ref or case.task_ref
+        audit(s, case.id, actor, "writeback", {"document": document_ref, "task": task_ref, "skipped": skipped})
+
+
+def record_event(
+    db_url: str, case_id: str | None, *, actor: str, action: str, detail: dict[str, Any] | None = None
+) -> None:
+    with session_scope(db_url) as s:
+        audit(s, case_id, actor, action, detail)
+
+
+def count_same_denials(db_url: str, *, payer_id: str, category: str, exclude: str | None = None) -> int:
+    """How many other claims of this payer were denied in the same category (cases and worklist items)."""
+    from ptguard.store.models import WorkItem
+
+    with session_scope(db_url) as s:
+        q1 = select(AppealCase.claim_response_ref).where(
+            AppealCase.payer_id == payer_id, AppealCase.category == category
+        )
+        q2 = select(WorkItem.claim_response_ref).where(WorkItem.payer_id == payer_id, WorkItem.category == category)
+        refs = {r for r in s.scalars(q1).all() if r} | {r for r in s.scalars(q2).all() if r}
+        refs.discard(exclude or "")
+        return len(refs)
+
+
+def case_count(db_url: str) -> int:
+    with session_scope(db_url) as s:
+        return int(s.scalar(select(func.count()).select_from(AppealCase)) or 0)
