@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,7 +86,7 @@ def _fix_parts(fix: str | None) -> tuple[str, str | None]:
 
 
 def _short_fix(fix: str) -> str:
-    first = fix.split(". ")[0].split("; ")[0].rstrip(".")
+    first = re.sub(r"\s*\([^)]*\)", "", fix).split(". ")[0].split("; ")[0].rstrip(".")
     return _lower_first(first)
 
 
@@ -94,7 +95,8 @@ def summary_for(finding: Finding, payer_name: str) -> str:
     if finding.category != "documentation" and len(finding.message) <= MAX_SUMMARY:
         return finding.message.rstrip(".") if finding.message.endswith(".") else finding.message
     fix, _example = _fix_parts(finding.fix)
-    head = f"{payer_name}: {_lower_first(finding.title)}"
+    first_word = finding.title.split(" ", 1)[0]
+    head = finding.title if first_word in payer_name.split() else f"{payer_name}: {_lower_first(finding.title)}"
     if not fix:
         return _shorten(head, MAX_SUMMARY)
     if len(head) + 3 >= MAX_SUMMARY - 10:

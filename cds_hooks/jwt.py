@@ -163,6 +163,7 @@ class JwksCache:
 
     ttl: float = JWKS_CACHE_SECONDS
     timeout: float = JWKS_TIMEOUT
+    min_refresh: float = 10.0
     session: requests.Session | None = None
     _cache: dict[str, tuple[float, KeySet]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -173,8 +174,8 @@ class JwksCache:
             hit = self._cache.get(url)
         if hit and not refresh and now - hit[0] < self.ttl:
             return hit[1]
-        if hit and refresh and now - hit[0] < 10:
-            return hit[1]  # refetch at most every 10 s, so unknown kids cannot hammer the key server
+        if hit and refresh and now - hit[0] < self.min_refresh:
+            return hit[1]  # refetch at most every min_refresh s, so unknown kids cannot hammer the key server
         getter = self.session.get if self.session is not None else requests.get
         try:
             response = getter(url, timeout=self.timeout, allow_redirects=False)
@@ -224,6 +225,15 @@ class Verifier:
         }
 
     def verify(self, authorization: str | None, audience: str) -> Caller:
+        """The verified caller; AuthError for any failure (including ones this code did not foresee)."""
+        try:
+            return self._verify(authorization, audience)
+        except AuthError:
+            raise
+        except Exception as exc:
+            raise AuthError(f"unexpected {type(exc).__name__}") from None
+
+    def _verify(self, authorization: str | None, audience: str) -> Caller:
         if not authorization:
             raise AuthError("no Authorization header")
         scheme, _, token = authorization.partition(" ")
@@ -253,13 +263,13 @@ class Verifier:
         kid = header.get("kid")
         try:
             key = keys.get_by_kid(kid) if isinstance(kid, str) else None
-        except (ValueError, KeyError):
+        except (JoseError, ValueError, KeyError):
             key = None
         if key is None and isinstance(kid, str) and self._remote_url(issuer, header):
             keys = self.jwks.get(self._remote_url(issuer, header) or "", refresh=True)
             try:
                 key = keys.get_by_kid(kid)
-            except (ValueError, KeyError):
+            except (JoseError, ValueError, KeyError):
                 key = None
         if key is None:
             if kid is not None or len(keys.keys) != 1:
