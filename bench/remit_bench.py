@@ -59,45 +59,50 @@ def main() -> int:
     print(f"{'claims':>7} {'MB':>5} {'split s':>8} {'parse s':>8} {'parse+map s':>12} {'+decode s':>10} "
           f"{'import s':>9} {'parse+map cl/s':>15} {'import cl/s':>12} {'map/split':>10} {'import/split':>13}")
     for claims in args.claims:
-        data = build_835(claims)
-        path = Path(tempfile.gettempdir()) / f"ptguard-bench-{claims}.835"
-        path.write_bytes(data)
-
-        def split() -> None:
-            text = path.read_bytes().decode("latin-1")
-            segments = [s.strip().split("*") for s in text.split("~")]
-            assert sum(1 for s in segments if s[0] == "CLP") == claims
-
-        def parse() -> None:
-            assert read_835(path.read_bytes(), path.name).claim_count == claims
-
-        def parse_map() -> None:
-            result = read_835(path.read_bytes(), path.name)
-            out = [r for rem in result.remittances for r in remittance_to_fhir(rem, raw_reference=None)]
-            assert len(out) == claims + 1
-
-        def parse_map_decode() -> None:
-            result = read_835(path.read_bytes(), path.name)
-            for rem in result.remittances:
-                for r in remittance_to_fhir(rem, raw_reference=None)[:-1]:
-                    decode(r, payer_hint="aetna")
-
-        def full_import() -> None:
-            with tempfile.TemporaryDirectory() as tmp:
-                result = import_835(path.read_bytes(), filename=path.name, db_url=f"sqlite:///{tmp}/b.sqlite3",
-                                    today=date(2026, 12, 3))
-                assert result.status == "imported" and result.work_items_created == (claims + 4) // 5
-
-        t_split = best_of(args.runs, split)
-        t_parse = best_of(args.runs, parse)
-        t_map = best_of(args.runs, parse_map)
-        t_decode = best_of(args.runs, parse_map_decode)
-        t_import = best_of(1, full_import)
-        print(f"{claims:>7} {len(data) / 1e6:>5.2f} {t_split:>8.3f} {t_parse:>8.3f} {t_map:>12.3f} {t_decode:>10.3f} "
-              f"{t_import:>9.3f} {claims / t_map:>15,.0f} {claims / t_import:>12,.0f} {t_map / t_split:>9.0f}× "
-              f"{t_import / t_split:>12.0f}×")
-        path.unlink()
+        measure(claims, args.runs)
     return 0
+
+
+def measure(claims: int, runs: int) -> None:
+    """Time the split baseline and each intake stage on one synthetic file; print one table row."""
+    data = build_835(claims)
+    path = Path(tempfile.gettempdir()) / f"ptguard-bench-{claims}.835"
+    path.write_bytes(data)
+
+    def split() -> None:
+        text = path.read_bytes().decode("latin-1")
+        segments = [s.strip().split("*") for s in text.split("~")]
+        assert sum(1 for s in segments if s[0] == "CLP") == claims
+
+    def parse() -> None:
+        assert read_835(path.read_bytes(), path.name).claim_count == claims
+
+    def parse_map() -> None:
+        result = read_835(path.read_bytes(), path.name)
+        out = [r for rem in result.remittances for r in remittance_to_fhir(rem, raw_reference=None)]
+        assert len(out) == claims + 1
+
+    def parse_map_decode() -> None:
+        result = read_835(path.read_bytes(), path.name)
+        for rem in result.remittances:
+            for r in remittance_to_fhir(rem, raw_reference=None)[:-1]:
+                decode(r, payer_hint="aetna")
+
+    def full_import() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = import_835(path.read_bytes(), filename=path.name, db_url=f"sqlite:///{tmp}/b.sqlite3",
+                                today=date(2026, 12, 3))
+            assert result.status == "imported" and result.work_items_created == (claims + 4) // 5
+
+    t_split = best_of(runs, split)
+    t_parse = best_of(runs, parse)
+    t_map = best_of(runs, parse_map)
+    t_decode = best_of(runs, parse_map_decode)
+    t_import = best_of(1, full_import)
+    print(f"{claims:>7} {len(data) / 1e6:>5.2f} {t_split:>8.3f} {t_parse:>8.3f} {t_map:>12.3f} {t_decode:>10.3f} "
+          f"{t_import:>9.3f} {claims / t_map:>15,.0f} {claims / t_import:>12,.0f} {t_map / t_split:>9.0f}× "
+          f"{t_import / t_split:>12.0f}×")
+    path.unlink()
 
 
 if __name__ == "__main__":

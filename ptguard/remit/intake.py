@@ -526,10 +526,10 @@ def import_835(
     errors = [e.one_line() for e in read.errors]
     quarantined = not read.ok
     # 3. register (idempotency on the control numbers)
-    row_id, already = _register(db_url, sha, data, name, ckey, errors)
-    if already is not None:
-        say(f"{name}: {already.message}")
-        return already
+    row_id, known = _register(db_url, sha, data, name, ckey, errors)
+    if known is not None:
+        say(f"{name}: {known.message}")
+        return known
     assert row_id is not None
     result = ImportResult(filename=name, sha256=sha, status="quarantined" if quarantined else "imported",
                           remit_file_id=row_id, claims=read.claim_count, raw_clp_count=read.raw_clp_count,
