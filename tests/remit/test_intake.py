@@ -245,3 +245,16 @@ def test_idempotent_import_on_postgresql(pg_url: str, chart: ResourceIndex) -> N
     assert counts(pg_url) == before == (1, 1)
     item = list_work_items(pg_url, today=TODAY)[0]
     assert item["due_date"] == "2027-05-19" and item["claim"]["reference"] == "Claim/claim-aetna-01"
+
+
+def test_fhir_server_down_fails_the_file_and_a_retry_imports_it(db: str) -> None:
+    from ptguard.fhir.client import FhirClient
+
+    data = (FIXTURES / "uhc-151.835").read_bytes()
+    with FhirClient("http://127.0.0.1:9/fhir", retries=0, timeout=1.0) as down:
+        failed = import_835(data, filename="uhc.835", db_url=db, fhir=down, today=TODAY)
+    assert failed.status == "failed" and not failed.readable and "cannot connect" in (failed.message or "")
+    assert counts(db) == (1, 0)
+    retry = import_835(data, filename="uhc.835", db_url=db, today=TODAY)
+    assert retry.status == "imported" and retry.work_items_created == 1
+    assert counts(db) == (1, 1)
