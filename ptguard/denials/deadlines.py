@@ -65,7 +65,10 @@ def levels(ptype: str, on: date) -> list[dict[str, Any]]:
 
 def first_level(ptype: str, on: date) -> str:
     """The first appeal level (reopening is not an appeal level)."""
-    return next(str(r["level"]) for r in levels(ptype, on) if r["level"] != "reopening")
+    found = [str(r["level"]) for r in levels(ptype, on) if r["level"] != "reopening"]
+    if not found:
+        raise NotFoundError(f"no appeal level for {ptype} payers is on file for {on.isoformat()}")
+    return found[0]
 
 
 def next_level(ptype: str, current: str, on: date) -> str | None:

@@ -128,3 +128,8 @@ def test_medicare_advantage_changed_in_2019_and_contract_override() -> None:
     assert payer_type("medicaid-mco") == "medicaid-mco"
     with pytest.raises(NotFoundError):
         compute_deadline("aetna", date(2026, 1, 1), today=date(2026, 1, 2), level="alj")
+
+
+def test_no_level_in_effect_is_a_clear_error() -> None:
+    with pytest.raises(NotFoundError, match="1999"):
+        compute_deadline("medicaid-mco", date(1999, 1, 1), today=date(1999, 1, 2))
