@@ -33,7 +33,7 @@ test: lint
 	$(VENV)/bin/pytest
 
 bench: setup
-	$(PY) bench/check_bench.py
+	for b in bench/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
