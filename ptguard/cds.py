@@ -19,6 +19,7 @@ from ptguard.fhir.fetch import Query, _missing_references, encounter_queries, fe
 from ptguard.fhir.load import LoadResult, Resource, load_json_value
 from ptguard.fhir.refs import ResourceIndex
 from ptguard.findings import Finding, data_quality
+from ptguard.rules.criteria_files import load_payer
 from ptguard.rules.engine import Evaluation, evaluate
 from ptguard.rules.tables import table
 
@@ -667,7 +668,7 @@ def _denials(
                     break
         display = str((cr.get("insurer") or {}).get("display") or "") if isinstance(cr.get("insurer"), dict) else ""
         payer_id = builder.payers.payer_for(insurer, display)
-        payer_name = str((insurer or {}).get("name") or display or payer_id)
+        payer_name = _payer_name(payer_id) or str((insurer or {}).get("name") or display or payer_id)
         notice = denial.notice_date or parse_date(cr.get("created"))
         due = days = label = rule = None
         if notice is not None:
@@ -701,6 +702,13 @@ def _denials(
         )
     items.sort(key=lambda i: (i.due is None, i.due or date.max))
     result.denials = items
+
+
+def _payer_name(payer_id: str) -> str | None:
+    try:
+        return load_payer(payer_id).name
+    except PtguardError:
+        return None
 
 
 def _service_date(claim: Resource | None) -> date | None:
