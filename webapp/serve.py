@@ -1,0 +1,66 @@
+"""`ptguard serve`: the CDS Hooks service and the SMART app together, under gunicorn (or werkzeug with --dev)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Any, TextIO
+
+
+def gunicorn_app(app: Any, options: dict[str, Any]) -> Any:
+    """A gunicorn BaseApplication serving an already-built WSGI app with the given settings."""
+    from gunicorn.app.base import BaseApplication
+
+    class _App(BaseApplication):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.options = options
+            self.application = app
+            super().__init__()
+
+        def load_config(self) -> None:
+            for key, value in self.options.items():
+                if key in self.cfg.settings and value is not None:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return self.application
+
+    return _App()
+
+
+def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Handler of `ptguard serve`."""
+    from webapp import create_app
+
+    app = create_app()
+    if args.dev:
+        app.run(host=args.host, port=args.port, debug=False, use_reloader=False)
+        return 0
+    options = {
+        "bind": f"{args.host}:{args.port}",
+        "workers": args.workers,
+        "worker_class": "gthread",
+        "threads": args.threads,
+        "timeout": 30,
+        "accesslog": None,  # access logs carry URLs with patient ids: off by default
+        "errorlog": "-",
+        "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+    }
+    gunicorn_app(app, options).run()
+    return 0
+
+
+def add_cli(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `serve [--host H] [--port P] [--workers N] [--threads N] [--dev]`."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve", help="serve the CDS Hooks service and the SMART app (gunicorn)"
+    )
+    parser.add_argument("--host", default=os.environ.get("PTGUARD_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PTGUARD_PORT", "8000")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("PTGUARD_WORKERS", "2")))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("PTGUARD_THREADS", "4")))
+    parser.add_argument("--dev", action="store_true", help="werkzeug's development server instead of gunicorn")
+    handler: Callable[[argparse.Namespace, TextIO | None], int] = run_serve
+    parser.set_defaults(func=handler)
+    return parser
