@@ -1,0 +1,16 @@
+"""The SMART on FHIR app (Flask blueprint): launch, the denial worklist, denied-claim and check views, appeals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def init_app(app: Any) -> None:
+    """Mount the SMART app at /app."""
+    from smart_app.views import bp, init_state
+
+    app.config.setdefault("PTGUARD_SMART_ISSUERS", None)
+    app.config.setdefault("SMART_REDIRECT_URI", None)
+    app.config.setdefault("PTGUARD_CONTRACT_DEADLINES", None)
+    init_state(app)
+    app.register_blueprint(bp)

@@ -1,0 +1,600 @@
+"""SMART app routes: launch, callback, worklist, denied-claim view, documentation check, appeal editor, PDF, write-back."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.exceptions import HTTPException
+
+from ptguard.appeals import cases
+from ptguard.appeals.advice import external_review_advice
+from ptguard.appeals.assemble import assemble
+from ptguard.appeals.gather import AppealSource, build_source, gather_from_server
+from ptguard.appeals.render import render_packet
+from ptguard.appeals.writeback import writeback
+from ptguard.chart import build_visits
+from ptguard.denials.deadlines import compute_deadline, load_contract_overrides, next_level, payer_type
+from ptguard.denials.decode import Denial, decode
+from ptguard.errors import FhirServerError, InputError, NotFoundError, PtguardError
+from ptguard.fhir.client import FhirClient
+from ptguard.fhir.fetch import encounter_queries, fetch, merge
+from ptguard.fhir.load import LoadResult
+from ptguard.fhir.refs import ref_string
+from ptguard.rules.engine import evaluate
+from smart_app import sessions, smart
+from smart_app.smart import SmartConfiguration, SmartError, TokenSet
+
+log = logging.getLogger("ptguard.smart_app")
+bp = Blueprint("smart_app", __name__, url_prefix="/app", template_folder="templates", static_folder="static")
+DISCOVERY_TTL = 600
+
+
+class NeedLaunchError(SmartError):
+    """No signed-in session for this request."""
+
+
+# ------------------------------------------------------------------ app state
+
+
+def _ext() -> dict[str, Any]:
+    ext: dict[str, Any] = current_app.extensions["smart_app"]
+    return ext
+
+
+def _db() -> str:
+    return str(current_app.config["DATABASE_URL"])
+
+
+def _issuers() -> dict[str, smart.IssuerConfig]:
+    ext = _ext()
+    if ext.get("issuers") is None:
+        ext["issuers"] = smart.load_issuers(current_app.config.get("PTGUARD_SMART_ISSUERS") or smart.env_issuers())
+    issuers: dict[str, smart.IssuerConfig] = ext["issuers"]
+    return issuers
+
+
+def _discover(cfg: smart.IssuerConfig) -> SmartConfiguration:
+    cache: dict[str, tuple[float, SmartConfiguration]] = _ext()["discovery"]
+    hit = cache.get(cfg.fhir_base)
+    if hit and hit[0] > time.time():
+        return hit[1]
+    found = smart.discover(cfg.fhir_base, http=_ext()["http"])
+    cache[cfg.fhir_base] = (time.time() + DISCOVERY_TTL, found)
+    return found
+
+
+def _redirect_uri() -> str:
+    configured = current_app.config.get("SMART_REDIRECT_URI")
+    return str(configured) if configured else url_for("smart_app.callback", _external=True)
+
+
+def _today() -> date:
+    return datetime.now().astimezone().date()
+
+
+def _contract() -> dict[str, dict[str, int]] | None:
+    path = current_app.config.get("PTGUARD_CONTRACT_DEADLINES")
+    return load_contract_overrides(Path(path)) if path else None
+
+
+def _current() -> tuple[str, TokenSet, str]:
+    sid = session.get("sid")
+    found = _ext()["tokens"].get(sid)
+    if found is None:
+        raise NeedLaunchError(
+            "There is no signed-in session for this page (it ended, or the browser did not keep the session cookie).",
+            title="Please launch the app",
+            action="Open ptguard again from the EHR, or start a standalone launch.",
+        )
+    ts, csrf = found
+    return str(sid), ts, csrf
+
+
+def _actor(ts: TokenSet) -> str:
+    if ts.fhir_user:
+        return ts.fhir_user
+    return "smart-session:" + hashlib.sha256(ts.access_token.encode()).hexdigest()[:12]
+
+
+def _client() -> tuple[FhirClient, TokenSet]:
+    """A FHIR client with a live token: refreshed before expiry, else a clean re-launch."""
+    _sid, ts, _ = _current()
+    if ts.needs_refresh():
+        if ts.can_refresh() and ts.refresh_token:
+            cfg = smart.find_issuer(_issuers(), ts.fhir_base)
+            token = smart.refresh(cfg, SmartConfiguration.from_dict(ts.smart), ts.refresh_token)
+            ts.update(token)
+            log.info("smart session refreshed")
+        elif ts.expires_in() <= 0:
+            raise SmartError(
+                "Your access to the EHR has expired and the EHR gave no refresh token.",
+                title="Session expired",
+                action="Launch the app again from the EHR to continue; your appeal drafts are saved.",
+            )
+    return FhirClient(ts.fhir_base, token=ts.access_token, timeout=15), ts
+
+
+def _check_csrf() -> None:
+    _sid, _ts, csrf = _current()
+    sent = request.form.get("csrf", "")
+    if not secrets.compare_digest(sent, csrf):
+        abort(400, description="The form was stale or came from elsewhere; reload the page and try again.")
+
+
+@bp.app_context_processor
+def _inject() -> dict[str, Any]:
+    if request.blueprint != "smart_app":
+        return {}
+    found = _ext()["tokens"].get(session.get("sid"))
+    if found is None:
+        return {"ts": None, "csrf": "", "features": [], "banner": None}
+    ts, csrf = found
+    return {"ts": ts, "csrf": csrf, "features": smart.features(ts), "banner": session.get("banner")}
+
+
+# ------------------------------------------------------------------ errors
+
+
+def _page(title: str, message: str, action: str | None, status: int) -> tuple[str, int]:
+    return render_template("smart_app/error.html", title=title, message=message, action=action), status
+
+
+@bp.errorhandler(SmartError)
+def _smart_error(exc: SmartError) -> tuple[str, int]:
+    status = 401 if isinstance(exc, NeedLaunchError) else 400
+    log.info("smart app: %s", exc.title)
+    return _page(exc.title, exc.message, exc.action, status)
+
+
+@bp.errorhandler(PtguardError)
+def _core_error(exc: PtguardError) -> tuple[str, int]:
+    if isinstance(exc, FhirServerError) and exc.status in (401, 403):
+        return _page(
+            "The EHR refused access",
+            f"The FHIR server refused a read ({exc.status}): {exc.one_line()}",
+            "The granted scopes may not cover this resource type. Ask for the missing scope or launch again.",
+            403,
+        )
+    status = 404 if isinstance(exc, NotFoundError) else 400 if isinstance(exc, InputError) else 502
+    return _page(
+        "Something is missing" if status == 404 else "The request could not be completed", exc.one_line(), None, status
+    )
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> tuple[str, int]:
+    return _page(exc.name, exc.description or exc.name, None, exc.code or 500)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception) -> tuple[str, int]:
+    log.error("smart app: unexpected %s", type(exc).__name__)
+    return _page(
+        "Something went wrong",
+        "An unexpected error occurred. It was logged without any patient data.",
+        "Try again, or launch the app again.",
+        500,
+    )
+
+
+# ------------------------------------------------------------------ launch and callback
+
+
+@bp.get("/launch")
+def launch() -> Response:
+    """EHR launch (`iss` + `launch`) or standalone launch (`iss` optional when one EHR is configured)."""
+    iss = request.args.get("iss", "").strip()
+    launch_token = request.args.get("launch")
+    issuers = _issuers()
+    if not iss:
+        distinct = {c.fhir_base for c in issuers.values()}
+        if len(distinct) != 1:
+            raise SmartError(
+                "The launch did not say which EHR to use (no `iss`).",
+                title="Unknown EHR",
+                action="Start the app from the EHR, or add ?iss=<FHIR base> to the launch URL.",
+            )
+        iss = distinct.pop()
+    cfg = smart.find_issuer(issuers, iss)
+    config = _discover(cfg)
+    scopes = smart.requested_scopes(cfg, config, ehr_launch=bool(launch_token))
+    state, verifier = sessions.new_state(), secrets.token_urlsafe(64)
+    sessions.save_state(
+        _db(),
+        state,
+        {
+            "fhir_base": cfg.fhir_base,
+            "verifier": verifier,
+            "scopes": scopes,
+            "ehr_launch": bool(launch_token),
+            "redirect_uri": _redirect_uri(),
+            "smart": config.to_dict(),
+            "next": request.args.get("next") if (request.args.get("next") or "").startswith("/app/") else None,
+        },
+    )
+    session["pending_state"] = state  # convenience only: the callback works without this cookie
+    url = smart.authorize_url(
+        cfg, config, redirect_uri=_redirect_uri(), scopes=scopes, state=state, verifier=verifier, launch=launch_token
+    )
+    log.info("smart launch started (%s)", "ehr" if launch_token else "standalone")
+    return redirect(url)  # type: ignore[return-value]
+
+
+@bp.get("/callback")
+def callback() -> Response | tuple[str, int]:
+    """Authorization response: state checked against the server-side record (not the cookie), code exchanged."""
+    state = request.args.get("state")
+    if not state:
+        return _page(
+            "Sign-in could not be completed",
+            "The EHR's answer carried no state, so it cannot be matched to a launch.",
+            "Launch the app again from the EHR.",
+            400,
+        )
+    data, why = sessions.take_state(_db(), state)
+    if data is None:
+        return _page(
+            "This sign-in link has expired" if why == "expired" else "Sign-in could not be matched",
+            "The launch this answer belongs to has expired (launches are kept for 10 minutes)."
+            if why == "expired"
+            else "No launch is waiting for this answer: it was already used, or it came from elsewhere.",
+            "Launch the app again from the EHR.",
+            400,
+        )
+    if request.args.get("error"):
+        return _page(
+            "The EHR did not authorize the app",
+            f"The EHR answered {request.args.get('error')}: {request.args.get('error_description') or 'no description'}.",
+            "Launch again, or ask your administrator to check the app's registration.",
+            400,
+        )
+    code = request.args.get("code")
+    if not code:
+        return _page(
+            "Sign-in could not be completed",
+            "The EHR's answer carried no authorization code.",
+            "Launch the app again.",
+            400,
+        )
+    cfg = smart.find_issuer(_issuers(), data["fhir_base"])
+    config = SmartConfiguration.from_dict(data["smart"])
+    token = smart.exchange_code(cfg, config, code=code, verifier=data["verifier"], redirect_uri=data["redirect_uri"])
+    identity = smart.check_id_token(token.get("id_token"), cfg, config, http=_ext()["http"])
+    ts = smart.token_set(token, cfg, config, data["scopes"], identity)
+    old = session.get("sid")
+    _ext()["tokens"].drop(old)
+    sid, _csrf = _ext()["tokens"].put(ts)
+    session.clear()
+    session["sid"] = sid
+    session["banner"] = None
+    cases.record_event(
+        _db(),
+        None,
+        actor=_actor(ts),
+        action="smart.signed-in",
+        detail={"ehr_launch": data["ehr_launch"], "granted": len(ts.scopes.items)},
+    )
+    if ts.context.need_patient_banner or ts.context.patient:
+        session["banner"] = _banner(ts)
+    return redirect(_landing(ts, data))  # type: ignore[return-value]
+
+
+def _banner(ts: TokenSet) -> dict[str, str] | None:
+    if not ts.context.patient or not ts.context.need_patient_banner:
+        return None
+    try:
+        with FhirClient(ts.fhir_base, token=ts.access_token, timeout=10) as client:
+            p = client.read("Patient", ts.context.patient)
+    except PtguardError:
+        return None
+    names = p.get("name") or [{}]
+    given = " ".join(names[0].get("given") or [])
+    return {"name": f"{given} {names[0].get('family', '')}".strip(), "birth_date": str(p.get("birthDate", ""))}
+
+
+def _landing(ts: TokenSet, data: dict[str, Any]) -> str:
+    """Where a launch lands: fhirContext/appContext ClaimResponse → the claim, Encounter → the check, else the worklist."""
+    ctx = ts.context
+    app = ctx.app_context or {}
+    if app.get("view") == "check" and ref_string(app.get("encounter")):
+        return url_for("smart_app.check", encounter_id=str(app["encounter"]).split("/")[-1])
+    if app.get("view") == "appeal" and app.get("claimResponse"):
+        return url_for("smart_app.start_appeal", cr_id=str(app["claimResponse"]).split("/")[-1])
+    cr = ctx.reference("ClaimResponse")
+    if cr:
+        return url_for("smart_app.claim", cr_id=cr)
+    claim = ctx.reference("Claim")
+    if claim:
+        return url_for("smart_app.claim_by_claim", claim_id=claim)
+    if data.get("next"):
+        return str(data["next"])
+    if ctx.encounter:
+        return url_for("smart_app.check", encounter_id=ctx.encounter)
+    return url_for("smart_app.worklist", picker="1" if data.get("ehr_launch") and not ctx.patient else None)
+
+
+@bp.get("/logout")
+def logout() -> Response:
+    _ext()["tokens"].drop(session.get("sid"))
+    session.clear()
+    return redirect(url_for("smart_app.worklist"))  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------ worklist
+
+
+@bp.get("/")
+def worklist() -> str:
+    """The biller's front door: the denial worklist and the open appeal cases."""
+    from ptguard.remit.worklist import list_work_items
+
+    _current()
+    items = list_work_items(_db(), today=_today())
+    open_items = [i for i in items if i.get("status") not in ("resolved", "dismissed", "reversed")]
+    from sqlalchemy import select
+
+    from ptguard.store.db import session_scope
+    from ptguard.store.models import AppealCase
+
+    with session_scope(_db()) as s:
+        rows = s.scalars(select(AppealCase).order_by(AppealCase.due_date)).all()
+        case_rows = [
+            {
+                "id": c.id,
+                "status": c.status,
+                "claim_response": c.claim_response_ref,
+                "due": c.due_date,
+                "payer": c.payer_id,
+                "category": c.category,
+            }
+            for c in rows
+        ]
+    return render_template(
+        "smart_app/worklist.html",
+        items=open_items,
+        cases=case_rows,
+        picker=request.args.get("picker") == "1",
+        today=_today(),
+    )
+
+
+# ------------------------------------------------------------------ denied-claim view
+
+
+def _load_source(cr_id: str) -> tuple[AppealSource | None, Denial, list[str], dict[str, Any], LoadResult]:
+    client, _ts = _client()
+    with client:
+        load, cr, findings = gather_from_server(client, cr_id, budget_seconds=20)
+    notes = [f.message for f in findings]
+    try:
+        src = build_source(load, f"ClaimResponse/{cr.get('id')}")
+        return src, src.denial, notes, cr, load
+    except NotFoundError as exc:
+        from ptguard.fhir.refs import ResourceIndex
+
+        denial = decode(cr, index=ResourceIndex.from_load(load))
+        return None, denial, [*notes, exc.one_line()], cr, load
+
+
+def _next_step(denial: Denial, payer_id: str, case_views: list[cases.CaseView]) -> dict[str, Any]:
+    """The level to file next and its deadline; after an upheld decision, the following level."""
+    today = _today()
+    upheld = [c for c in case_views if c.status == "decided" and c.decision == "upheld"]
+    out: dict[str, Any] = {"payer_type": payer_type(payer_id), "internal_exhausted": False}
+    if denial.notice_date is None:
+        out["message"] = "The denial has no date; the deadline cannot be computed."
+        return out
+    if denial.path in ("none", "resubmit"):
+        out["message"] = "No appeal deadline: " + denial.why
+        return out
+    level = None
+    notice = denial.notice_date
+    if upheld:
+        last = upheld[-1]
+        ptype = payer_type(payer_id)
+        level = next_level(ptype, last.level or "", notice) if last.level else None
+        if level is None:
+            out["message"] = "Every appeal level of this payer type has been used."
+            return out
+        notice = last.audit[-1]["at"][:10] and date.fromisoformat(last.audit[-1]["at"][:10])
+        out["decision_note"] = (
+            f"The {last.level} was upheld (recorded {notice.isoformat()}); the next level runs from that decision."
+        )
+        out["internal_exhausted"] = level in ("external-review", "reconsideration", "alj", "state-fair-hearing")
+    elif denial.path == "reopen" and payer_type(payer_id) == "medicare":
+        level = "reopening"
+    out["deadline"] = compute_deadline(payer_id, notice, today=today, level=level, contract=_contract())
+    return out
+
+
+@bp.get("/claim/<cr_id>")
+def claim(cr_id: str) -> str:
+    """The denied claim: lines, codes in plain words, category, path and why, next step and deadline, advice."""
+    src, denial, notes, cr, _load = _load_source(cr_id)
+    payer_id = src.payer_id if src else "default-commercial"
+    case_views = cases.cases_for(_db(), denial.reference)
+    step = _next_step(denial, payer_id, case_views)
+    advice = None
+    if src is not None and denial.denied:
+        same = cases.count_same_denials(_db(), payer_id=payer_id, category=denial.category, exclude=denial.reference)
+        advice = external_review_advice(
+            denial, src.evaluations, payer_id=payer_id, internal_exhausted=step["internal_exhausted"], same_denials=same
+        )
+    return render_template(
+        "smart_app/claim.html",
+        denial=denial,
+        src=src,
+        notes=notes,
+        cr_id=cr.get("id"),
+        step=step,
+        advice=advice,
+        cases=case_views,
+        payer_id=payer_id,
+    )
+
+
+@bp.get("/claim-for/<claim_id>")
+def claim_by_claim(claim_id: str) -> Response:
+    """A launch with only a Claim in fhirContext: find its ClaimResponse."""
+    client, _ts = _client()
+    with client:
+        found = client.search("ClaimResponse", {"request": f"Claim/{claim_id}"})
+    if not found:
+        raise NotFoundError(f"no ClaimResponse for Claim/{claim_id} on the FHIR server yet: nothing to appeal")
+    return redirect(url_for("smart_app.claim", cr_id=found[0]["id"]))  # type: ignore[return-value]
+
+
+@bp.route("/claim/<cr_id>/appeal", methods=["GET", "POST"])
+def start_appeal(cr_id: str) -> Response:
+    """Open the draft appeal of this denial (assembled now if there is none)."""
+    if request.method == "POST":
+        _check_csrf()
+    _sid, ts, _ = _current()
+    existing = [c for c in cases.cases_for(_db(), f"ClaimResponse/{cr_id}") if c.status == "draft"]
+    if existing and request.form.get("level") in (None, "", existing[-1].level):
+        return redirect(url_for("smart_app.appeal", case_id=existing[-1].id))  # type: ignore[return-value]
+    src, _denial, _notes, _cr, _load = _load_source(cr_id)
+    if src is None:
+        raise NotFoundError("the letter cannot be assembled: " + "; ".join(_notes[-1:]))
+    letter = assemble(src, today=_today(), level=request.form.get("level") or None, contract=_contract())
+    case_id = cases.create_case(_db(), letter, actor=_actor(ts), fhir_server=ts.fhir_base)
+    return redirect(url_for("smart_app.appeal", case_id=case_id))  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------ documentation check
+
+
+@bp.get("/check/<encounter_id>")
+def check(encounter_id: str) -> str:
+    """The rules engine's findings for one encounter: evidence quoted, gaps listed."""
+    client, _ts = _client()
+    with client:
+        enc = client.read("Encounter", encounter_id)
+        patient = (ref_string(enc.get("subject")) or "").split("/")[-1]
+        if not patient:
+            raise NotFoundError("the Encounter names no patient")
+        result = fetch(client, encounter_queries(patient, encounter_id), budget_seconds=15)
+    first = LoadResult(source="encounter")
+    first.add(enc)
+    _builder, visits = build_visits(merge(first, result.load), encounter_id=encounter_id, validate_limit=0)
+    if not visits:
+        raise NotFoundError(f"Encounter/{encounter_id} has no therapy services to check")
+    evaluation = evaluate(visits[0])
+    return render_template(
+        "smart_app/check.html", ev=evaluation, visit=visits[0], notes=[f.message for f in result.findings]
+    )
+
+
+# ------------------------------------------------------------------ appeal editor, PDF, write-back, status
+
+
+@bp.get("/appeal/<case_id>")
+def appeal(case_id: str) -> str:
+    _current()
+    view = cases.get_case(_db(), case_id)
+    next_info = None
+    if view.status == "decided" and view.decision == "upheld" and view.level:
+        nxt = next_level(payer_type(view.payer_id or ""), view.level, _today())
+        next_info = nxt
+    return render_template(
+        "smart_app/appeal.html", case=view, letter=view.letter, next_level=next_info, decisions=cases.DECISIONS
+    )
+
+
+@bp.post("/appeal/<case_id>/edit")
+def edit(case_id: str) -> Response:
+    _check_csrf()
+    _sid, ts, _ = _current()
+    view = cases.get_case(_db(), case_id)
+    edits: dict[str, tuple[str, bool]] = {}
+    for s in view.letter.sentences():
+        text = request.form.get(f"text-{s.id}")
+        if text is None:
+            continue
+        keep = request.form.get(f"keep-{s.id}") == "1"
+        if " ".join(text.split()) != s.text or (not keep and s.sources):
+            edits[s.id] = (text, keep)
+    if edits:
+        cases.save_edits(_db(), case_id, edits, actor=_actor(ts))
+        flash(f"Saved {len(edits)} edited sentence(s).")
+    else:
+        flash("No changes to save.")
+    return redirect(url_for("smart_app.appeal", case_id=case_id))  # type: ignore[return-value]
+
+
+@bp.get("/appeal/<case_id>/packet.pdf")
+def packet(case_id: str) -> Response:
+    _sid, ts, _ = _current()
+    view = cases.get_case(_db(), case_id)
+    pdf = render_packet(view.letter, today=_today()).pdf
+    cases.record_event(_db(), case_id, actor=_actor(ts), action="packet.downloaded", detail={"bytes": len(pdf)})
+    return Response(
+        pdf,
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="appeal-{case_id[:8]}.pdf"'},
+    )
+
+
+@bp.post("/appeal/<case_id>/writeback")
+def do_writeback(case_id: str) -> Response:
+    _check_csrf()
+    client, ts = _client()
+    view = cases.get_case(_db(), case_id)
+    pdf = render_packet(view.letter, today=_today()).pdf
+    with client:
+        result = writeback(client, view.letter, pdf, scopes=ts.scopes, case_id=case_id)
+    cases.record_writeback(
+        _db(),
+        case_id,
+        actor=_actor(ts),
+        document_ref=result.document_reference,
+        task_ref=result.task,
+        skipped=len(result.skipped),
+    )
+    if result.document_reference:
+        flash(f"Saved the packet to the chart as {result.document_reference}.")
+    if result.task:
+        flash(f"Created the appeal task {result.task} with its due date.")
+    for why in result.skipped:
+        flash(why, "warning")
+    return redirect(url_for("smart_app.appeal", case_id=case_id))  # type: ignore[return-value]
+
+
+@bp.post("/appeal/<case_id>/status")
+def status(case_id: str) -> Response:
+    _check_csrf()
+    _sid, ts, _ = _current()
+    cases.set_status(
+        _db(), case_id, request.form.get("status", ""), actor=_actor(ts), decision=request.form.get("decision") or None
+    )
+    flash("Status updated.")
+    return redirect(url_for("smart_app.appeal", case_id=case_id))  # type: ignore[return-value]
+
+
+def init_state(app: Any) -> None:
+    """Per-app SMART state: token store, discovery cache, HTTP session, issuer allow-list (loaded lazily)."""
+    app.extensions["smart_app"] = {
+        "tokens": sessions.TokenStore(),
+        "discovery": {},
+        "http": requests.Session(),
+        "issuers": None,
+    }
