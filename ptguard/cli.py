@@ -18,7 +18,7 @@ from ptguard.errors import InputError, PtguardError
 from ptguard.findings import Finding
 
 # Modules that contribute subcommands through add_cli(subparsers); missing optional ones are skipped.
-COMMAND_MODULES: tuple[str, ...] = ("ptguard.fixtures_load", "sandbox.cli", "ptguard.remit.commands", "ptguard.appeals.cli", "ptguard.cds_feedback", "webapp.serve")
+COMMAND_MODULES: tuple[str, ...] = ("ptguard.fixtures_load", "sandbox.cli", "sandbox.demo", "ptguard.remit.commands", "ptguard.appeals.cli", "ptguard.cds_feedback", "webapp.serve")
 
 _MARK = {"critical": "✗ CRITICAL", "warning": "! WARNING ", "info": "· info    "}
 
