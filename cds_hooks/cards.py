@@ -321,6 +321,8 @@ def _incomplete_card(result: CdsResult, out: CardSet) -> None:
     messages = [n.message for n in result.notes][:8]
     detail = "Some of the chart could not be read in time, so the cards above cover only what was available:\n\n"
     detail += "\n".join(f"- {m}" for m in messages) or "- the FHIR server did not answer"
+    if result.withheld:
+        detail += "\n\n**Not checked** (their data did not arrive): " + ", ".join(sorted(set(result.withheld)))
     card: dict[str, Any] = {
         "uuid": _new_uuid(),
         "summary": "Check incomplete: part of the chart could not be read in time; re-check before billing",

@@ -36,6 +36,7 @@ from ptguard.cds import (
 from ptguard.cds_feedback import CardRecord, parse_feedback, record_cards, store_feedback
 from ptguard.config import Settings, load_settings
 from ptguard.errors import PtguardError
+from ptguard.store.db import session_scope
 
 log = logging.getLogger("ptguard.cds")
 bp = Blueprint("cds_hooks", __name__)
@@ -90,8 +91,19 @@ def configure(app: Flask) -> None:
         sys.stderr.write(UNSIGNED_WARNING + "\n")
     elif not issuers:
         log.warning("no trusted CDS clients configured (PTGUARD_CDS_ISSUERS): every CDS Hooks call will get 401")
+    if cfg.get("CDS_WARM_STORE", not app.testing):
+        warm_store(cfg["DATABASE_URL"])
     app.extensions["ptguard_cds"] = CdsState(verifier, allow_unsigned, settings)
     app.register_blueprint(bp)
+
+
+def warm_store(database_url: str) -> None:
+    """Migrate the store at start-up, so the first call does not spend its time budget on it."""
+    try:
+        with session_scope(database_url):
+            pass
+    except Exception as exc:
+        log.warning("the store is not reachable at start-up (%s); cards will not be recorded", type(exc).__name__)
 
 
 def _state() -> CdsState:

@@ -437,6 +437,8 @@ class CdsResult:
     skipped: str | None = None
     elapsed_ms: float = 0.0
     claims: dict[str, Resource] = field(default_factory=dict)
+    unavailable: set[str] = field(default_factory=set)
+    withheld: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[Finding]:
@@ -465,8 +467,12 @@ def gather(
     deadline: float,
     client_factory: ClientFactory = _default_client,
     extra: Iterable[Query] = (),
-) -> tuple[LoadResult, list[Finding], bool]:
-    """Prefetch plus whatever is missing, fetched from fhirServer until `deadline` (time.monotonic)."""
+) -> tuple[LoadResult, list[Finding], bool, set[str]]:
+    """Prefetch plus whatever is missing, fetched from fhirServer until `deadline` (time.monotonic).
+
+    Returns the data, notes about what could not be read, whether everything arrived, and the labels of the
+    chart queries whose data is missing (so the checks that depend on them are not reported as failures).
+    """
     notes: list[Finding] = []
     have = _keys(read.load)
     missing = [q for q in queries if q[0] not in read.satisfied]
@@ -474,7 +480,7 @@ def gather(
     refs = _missing_references(read.load.resources, have)
     missing += [(f"reference {r}", r, None) for r in sorted(refs)[:50]]
     if not missing:
-        return read.load, notes, True
+        return read.load, notes, True, set()
     labels = [q[0] for q in missing if not q[0].startswith("reference ")]
     if not request.fhir_server:
         if labels:
@@ -486,22 +492,23 @@ def gather(
                     severity="warning",
                 )
             )
-        return read.load, notes, not labels
+        return read.load, notes, not labels, set(labels)
     remaining = deadline - time.monotonic()
     if remaining < 0.02:
         notes.append(
             data_quality("fhir-timeout", f"no time left to read {', '.join(labels) or 'references'}", "fhirServer")
         )
-        return read.load, notes, False
+        return read.load, notes, False, set(labels)
     client = client_factory(request.fhir_server, request.access_token, remaining)
     try:
-        fetched = fetch(client, missing, budget_seconds=remaining, have=read.load)
+        fetched = fetch(client, missing, budget_seconds=remaining, have=read.load, workers=8)
     finally:
         client.close()
     # A failed read of a reference the prefetch named is not worth a note of its own; failed chart queries are.
     notes.extend(f for f in fetched.findings if not f.message.startswith("reference "))
     complete = fetched.complete and not any(f.severity == "warning" for f in fetched.findings)
-    return merge(read.load, fetched.load), notes, complete
+    failed = {f.message.partition(":")[0] for f in fetched.findings}
+    return merge(read.load, fetched.load), notes, complete, failed & set(labels)
 
 
 def run_check(
@@ -521,7 +528,7 @@ def run_check(
     """
     started = time.monotonic() if started is None else started
     # Leave room after fetching to build the visit, evaluate and make the cards.
-    reserve = min(0.1, budget_ms / 1000 * 0.25)
+    reserve = min(0.06, budget_ms / 1000 * 0.15)
     deadline = started + budget_ms / 1000 - reserve
     result = CdsResult(service, request)
     read = read_prefetch(request)
@@ -567,11 +574,12 @@ def _signing(
     doc = request.context.get("documentId")
     if isinstance(doc, str) and _ID.match(_bare_id(doc, "DocumentReference")):
         extra.append(("note being signed", f"DocumentReference/{_bare_id(doc, 'DocumentReference')}", None))
-    load, notes, complete = gather(
+    load, notes, complete, unavailable = gather(
         request, queries, read, deadline=deadline, client_factory=client_factory, extra=extra
     )
     result.notes.extend(notes)
     result.complete = complete
+    result.unavailable = unavailable
     builder = ChartBuilder(load, payer_map=payer_map)
     encounter: Resource | None
     if eid is not None:
@@ -600,6 +608,47 @@ def _signing(
         if claim is not None:
             result.claims[line.claim_reference] = claim
     result.evaluation = evaluate(visit)
+    if result.unavailable:
+        _drop_unsupported(result)
+
+
+# Which chart queries each check reads: a problem found while one of them is missing may be an artefact.
+CHECK_NEEDS: dict[str, frozenset[str]] = {
+    "note-present": frozenset({"notes", "compositions", "procedures"}),
+    "narrative": frozenset({"notes", "compositions", "procedures"}),
+    "goals-on-record": frozenset({"goals"}),
+    "units": frozenset({"procedures", "claims"}),
+    "units-per-session": frozenset({"procedures", "claims", "notes"}),
+    "episode-limits": frozenset({"encounters", "plans", "claims"}),
+    "diagnosis": frozenset({"claims"}),
+    "clinician-qualification": frozenset({"procedures"}),
+    "ncci-pairs": frozenset({"claims", "notes"}),
+    "ncci-bypass-risk": frozenset({"claims", "notes"}),
+    "discipline-modifier": frozenset({"claims", "procedures"}),
+    "assistant-modifier": frozenset({"procedures", "claims"}),
+    "kx-threshold": frozenset({"claims", "coverage"}),
+    "poc-certification": frozenset({"plans", "orders"}),
+    "progress-report": frozenset({"notes", "encounters", "plans", "claims"}),
+    "plan-lists-code": frozenset({"plans"}),
+}
+PAYER_NEEDS = frozenset({"coverage", "claims"})
+
+
+def _drop_unsupported(result: CdsResult) -> None:
+    """Withhold problems whose data did not arrive (a note that timed out is not a missing note)."""
+    ev = result.evaluation
+    if ev is None:
+        return
+    checks = {c.id: c.check for c in ev.payer.criteria}
+    payer_unknown = ev.visit.coverage_reference is None and bool(PAYER_NEEDS & result.unavailable)
+    kept: list[Finding] = []
+    for f in ev.findings:
+        needs = CHECK_NEEDS.get(checks.get(f.id, ""), frozenset())
+        if f.is_problem and f.category != "data-quality" and (payer_unknown or needs & result.unavailable):
+            result.withheld.append(f.id)
+            continue
+        kept.append(f)
+    ev.findings = kept
 
 
 def most_recent_unbilled(builder: ChartBuilder) -> Resource | None:
@@ -639,7 +688,9 @@ def _denials(
     request = result.request
     items: list[DenialItem] = list(worklist(request.patient_id)) if worklist is not None else []
     queries = result.service.queries(request.patient_id, None)
-    load, notes, complete = gather(request, queries, read, deadline=deadline, client_factory=client_factory)
+    load, notes, complete, _unavailable = gather(
+        request, queries, read, deadline=deadline, client_factory=client_factory
+    )
     result.notes.extend(notes)
     result.complete = complete
     builder = ChartBuilder(load, payer_map=payer_map)

@@ -286,7 +286,7 @@ def test_null_empty_bundle_and_non_fhir_values(client: Any, token: TokenFactory)
 def test_incomplete_prefetch_and_no_fhir_server(client: Any, token: TokenFactory) -> None:
     """One service assumed prefetch is always complete; here it is not and there is no server to ask."""
     fake, pid, enc = _setup("cigna-01")
-    prefetch = _partial(fake, pid, enc, {"patient", "encounter", "procedures", "claims"})
+    prefetch = _partial(fake, pid, enc, {"patient", "encounter", "procedures", "claims", "coverage"})
     body = hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch, server=None)
     response = _call(client, token, None, SIGN, body)
     assert response.status_code == 200
@@ -509,6 +509,7 @@ def budget_client(tmp_path: Path, keys: Keys) -> Any:
             "CDS_ISSUERS": issuers_config(keys),
             "SMART_LAUNCH_URL": LAUNCH,
             "CDS_TIME_BUDGET_MS": 300,
+            "CDS_WARM_STORE": True,
         }
     )
     return app.test_client()
@@ -518,7 +519,7 @@ def test_slow_server_answer_within_budget_with_what_could_be_checked(
     budget_client: Any, token: TokenFactory, silent_server: str
 ) -> None:
     fake, pid, enc = _setup("cigna-01")
-    prefetch = _partial(fake, pid, enc, {"patient", "encounter", "procedures", "claims"})
+    prefetch = _partial(fake, pid, enc, {"patient", "encounter", "procedures", "claims", "coverage"})
     body = hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch, server=silent_server)
     started = time.monotonic()
     response = post(budget_client, token, SIGN, body)
@@ -536,7 +537,7 @@ def test_slow_server_answer_within_budget_with_what_could_be_checked(
 @pytest.mark.parametrize("kind", ["refused", "html", "500", "delay"])
 def test_dead_or_broken_server_never_gives_500(budget_client: Any, token: TokenFactory, kind: str) -> None:
     fake, pid, enc = _setup("cigna-01")
-    prefetch = _partial(fake, pid, enc, {"patient", "encounter", "procedures", "claims"})
+    prefetch = _partial(fake, pid, enc, {"patient", "encounter", "procedures", "claims", "coverage"})
     server = "http://127.0.0.1:9/fhir" if kind == "refused" else FHIR
     body = hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch, server=server)
 
@@ -565,7 +566,10 @@ def test_dead_or_broken_server_never_gives_500(budget_client: Any, token: TokenF
     assert response.status_code == 200, kind
     assert elapsed < 400, (kind, elapsed)
     assert_valid_response(response.json)
-    assert "units.billed-vs-supported" in _topics(response)
+    # what could be checked is reported; what depends on unread data is withheld, not reported as missing
+    assert _topics(response) == ["data-quality", "units.billed-vs-supported"]
+    dq = next(c for c in response.json["cards"] if c["source"]["topic"]["code"] == "data-quality")
+    assert "**Not checked**" in dq["detail"] and "note." in dq["detail"]
 
 
 # ---------------------------------------------------------------------------------------------- public requests
