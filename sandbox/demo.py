@@ -73,6 +73,7 @@ class DemoStack:
     urls: DemoUrls | None = None
     startup_seconds: float | None = None
     fhir: FhirServerProcess | None = None
+    db_url: str | None = None  # the store in use once started
     _servers: list[Any] = field(default_factory=list)
     _handlers: list[logging.Handler] = field(default_factory=list)
     _saved_levels: dict[str, tuple[int, bool]] = field(default_factory=dict)
@@ -139,6 +140,7 @@ class DemoStack:
         from sandbox.ehr_sim.server import ThreadedServer
 
         db_url = self.database_url or f"sqlite:///{(self.var_dir / 'ptguard.sqlite3').resolve()}"
+        self.db_url = db_url
         if not self.database_url and not self.keep_data:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,1 @@
+"""Browser tests: real Chromium (Debian's /usr/bin/chromium) driven by Playwright."""
