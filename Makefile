@@ -22,8 +22,9 @@ $(NPM_STAMP): $(FHIR_SERVER)/package.json $(FHIR_SERVER)/package-lock.json
 
 setup: $(STAMP) $(NPM_STAMP)
 
+# The whole sandbox (FHIR server, fixtures, SMART auth, ptguard, EHR simulator); prints the URL to open; Ctrl-C stops.
 demo: setup
-	$(VENV)/bin/ptguard check fhir_fixtures/
+	$(VENV)/bin/ptguard demo
 
 lint: setup
 	$(VENV)/bin/ruff check .
