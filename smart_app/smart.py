@@ -97,6 +97,7 @@ class IssuerConfig:
     alg: str | None = None
     scopes: str | None = None
     scope_version: str = "auto"  # auto | v2 | v1
+    scope_context: str = "user"  # user (a biller works across patients) | patient
     aliases: list[str] = field(default_factory=list)
     name: str | None = None
 
@@ -258,10 +259,11 @@ def requested_scopes(cfg: IssuerConfig, smart: SmartConfiguration, *, ehr_launch
     else:
         v2 = cfg.scope_version == "v2" or (cfg.scope_version == "auto" and smart.supports_v2)
         base = ["openid", "fhirUser"]
+        ctx = "patient" if cfg.scope_context == "patient" else "user"
         for t in READ_TYPES:
-            base.append(f"patient/{t}.rs" if v2 else f"patient/{t}.read")
+            base.append(f"{ctx}/{t}.rs" if v2 else f"{ctx}/{t}.read")
         for t in WRITE_TYPES:
-            base.append(f"patient/{t}.c" if v2 else f"patient/{t}.write")
+            base.append(f"{ctx}/{t}.c" if v2 else f"{ctx}/{t}.write")
     context = ["launch"] if ehr_launch else ["launch/patient"]
     refresh = ["online_access"] if ehr_launch else ["offline_access"]
     return list(dict.fromkeys([*context, *base, *refresh]))
@@ -591,13 +593,16 @@ def features(ts: TokenSet) -> list[Feature]:
             ),
         )
     )
-    dropped = [x for x in ts.requested if "/" in x and s.missing([x])]
-    if dropped and not any("/" in x for x in s.items):
+    from ptguard.appeals.scopes import parse
+
+    asked_reads = [x for x in ts.requested if (g := parse(x)) is not None and "r" in g.ops]
+    granted_reads = [x for x in s.items if (g := parse(x)) is not None and "r" in g.ops]
+    if asked_reads and not granted_reads:
         out.append(
             Feature(
                 "resource access",
                 False,
-                "the EHR granted none of the resource scopes asked for (some EHRs silently drop v1 '.read' scopes "
+                "the EHR granted none of the read scopes asked for (some EHRs silently drop v1 '.read' scopes "
                 "for apps registered with v2 scopes); ask the administrator to check the app's registration",
             )
         )

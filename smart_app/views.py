@@ -167,7 +167,14 @@ def _smart_error(exc: SmartError) -> tuple[str, int]:
 
 @bp.errorhandler(PtguardError)
 def _core_error(exc: PtguardError) -> tuple[str, int]:
-    if isinstance(exc, FhirServerError) and exc.status in (401, 403):
+    if isinstance(exc, FhirServerError) and exc.status == 401:
+        return _page(
+            "Session expired",
+            "The EHR no longer accepts this session's access token.",
+            "Launch the app again from the EHR to continue; your appeal drafts are saved.",
+            401,
+        )
+    if isinstance(exc, FhirServerError) and exc.status == 403:
         return _page(
             "The EHR refused access",
             f"The FHIR server refused a read ({exc.status}): {exc.one_line()}",

@@ -92,7 +92,9 @@ def launch(client: FlaskClient, smart_auth: SmartAuthServer, **context: Any) -> 
     return client.get(authorize(r.headers["Location"]))
 
 
-def test_ehr_launch_to_packet_and_writeback(public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]) -> None:
+def test_ehr_launch_to_packet_and_writeback(
+    public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]
+) -> None:
     client = public_app.test_client()
     cr = ids["cr-aetna-01"]
     r = launch(
@@ -144,3 +146,263 @@ def test_ehr_launch_to_packet_and_writeback(public_app: Flask, smart_auth: Smart
     assert doc["context"]["related"][0]["reference"] == f"ClaimResponse/{cr}"
     assert task["focus"]["reference"] == f"ClaimResponse/{cr}"
     assert task["restriction"]["period"]["end"] == "2027-05-19"
+
+
+# ------------------------------------------------------------------ real-world EHR behaviours
+
+
+def _tokens(app: Flask) -> Any:
+    return app.extensions["smart_app"]["tokens"]
+
+
+def _only_session(app: Flask) -> smart.TokenSet:
+    items = list(_tokens(app)._items.values())
+    assert items
+    return items[-1][0]
+
+
+def test_aud_is_the_configured_base_even_when_iss_differs_by_case_and_slash(
+    public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]
+) -> None:
+    """Behaviours 1 and 3: `iss` normalised against the allow-list; `aud` sent exactly as configured."""
+    client = public_app.test_client()
+    base = smart_auth.fhir_base
+    odd = base.replace("http://127.0.0.1", "HTTP://127.0.0.1").replace("/fhir/R4", "/FHIR/r4") + "/"
+    launch_token = smart_auth.launch(fhirContext=[{"reference": f"ClaimResponse/{ids['cr-aetna-01']}"}])
+    r = client.get("/app/launch", query_string={"iss": odd, "launch": launch_token})
+    assert r.status_code == 302
+    q = parse_qs(urlsplit(r.headers["Location"]).query)
+    assert q["aud"] == [base]
+    assert q["code_challenge_method"] == ["S256"] and len(q["state"][0]) >= 43  # 256 bits
+    r = client.get(authorize(r.headers["Location"]))
+    assert r.headers["Location"].endswith(f"/app/claim/{ids['cr-aetna-01']}")
+    r = client.get("/app/launch", query_string={"iss": "https://evil.example/fhir", "launch": "x"})
+    assert r.status_code == 400 and "Unknown EHR" in r.get_data(as_text=True)
+    assert "Traceback" not in r.get_data(as_text=True)
+
+
+def test_smart_configuration_only_at_the_root(
+    public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]
+) -> None:
+    """Behaviour 2: discovery falls back from {iss}/.well-known to the server root."""
+    smart_auth.set_switches(smart_config_only_at_root=True)
+    assert requests.get(smart_auth.fhir_base + "/.well-known/smart-configuration", timeout=5).status_code == 404
+    r = launch(public_app.test_client(), smart_auth, fhirContext=[{"reference": f"ClaimResponse/{ids['cr-aetna-01']}"}])
+    assert r.status_code == 302 and "/app/claim/" in r.headers["Location"]
+    assert _only_session(public_app).smart["source"] == smart_auth.url + "/.well-known/smart-configuration"
+
+
+def test_no_patient_in_token(public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]) -> None:
+    """Behaviour 4: no `patient` → fhirContext, the ClaimResponse's patient, or a picker; never a crash."""
+    smart_auth.set_switches(omit_patient=True)
+    client = public_app.test_client()
+    cr = ids["cr-aetna-01"]
+    r = launch(client, smart_auth, patient=ids["pat-whitfield"], fhirContext=[{"reference": f"ClaimResponse/{cr}"}])
+    assert r.headers["Location"].endswith(f"/app/claim/{cr}")
+    assert _only_session(public_app).context.patient is None
+    page = client.get(f"/app/claim/{cr}")
+    assert page.status_code == 200 and "medically necessary" in page.get_data(as_text=True)
+    other = public_app.test_client()
+    r = launch(other, smart_auth, patient=ids["pat-whitfield"])
+    assert "picker=1" in r.headers["Location"]
+    page = other.get(r.headers["Location"])
+    assert page.status_code == 200 and "did not say which patient" in page.get_data(as_text=True)
+
+
+def test_patient_only_on_refresh(public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]) -> None:
+    """Behaviour 4 (one payer API): the patient arrives only with a refreshed token."""
+    smart_auth.set_switches(patient_only_on_refresh=True, token_lifetime=30)
+    client = public_app.test_client()
+    launch(
+        client,
+        smart_auth,
+        patient=ids["pat-whitfield"],
+        fhirContext=[{"reference": f"ClaimResponse/{ids['cr-aetna-01']}"}],
+    )
+    ts = _only_session(public_app)
+    assert ts.context.patient is None and ts.refresh_token
+    old_refresh = ts.refresh_token
+    page = client.get(f"/app/claim/{ids['cr-aetna-01']}")  # 30 s < refresh margin → refreshed first
+    assert page.status_code == 200
+    assert ts.context.patient == ids["pat-whitfield"]
+    assert ts.refresh_token != old_refresh  # the new refresh token replaced the old
+
+
+def test_v1_scopes_dropped_gives_403_handled(smart_auth: SmartAuthServer, tmp_path: Path, ids: dict[str, str]) -> None:
+    """Behaviour 5: an EHR drops v1 `.read` scopes → every read is 403 → a clear page and the reason, per type."""
+    smart_auth.register_client(**ptguard_app_client(REDIRECT))
+    app = make_app(tmp_path, [{"fhir_base": smart_auth.fhir_base, "client_id": "ptguard-app", "scope_version": "v1"}])
+    smart_auth.set_switches(narrow_scopes=True)
+    client = app.test_client()
+    cr = ids["cr-aetna-01"]
+    launch(client, smart_auth, fhirContext=[{"reference": f"ClaimResponse/{cr}"}])
+    ts = _only_session(app)
+    assert not any(s.endswith(".read") for s in ts.scope.split())
+    page = client.get(f"/app/claim/{cr}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 403 and "The EHR refused access" in html
+    assert "granted none of the read scopes" in html  # the features box says why
+    assert "Traceback" not in html
+
+
+def test_403_on_one_resource_type_degrades(public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]) -> None:
+    """Behaviour 5: 403 on Claim reads → the denial still decodes, the page says what is missing and what to do;
+    403 on Observation → the letter shows a gap instead of measures."""
+    cr = ids["cr-aetna-01"]
+    smart_auth.set_switches(forbid_resource_types=["Claim"])
+    client = public_app.test_client()
+    launch(client, smart_auth, fhirContext=[{"reference": f"ClaimResponse/{cr}"}])
+    page = client.get(f"/app/claim/{cr}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200, html[:500]
+    assert "CARC" in html and "refused access (403)" in html and "Claim" in html
+    assert "Build the appeal letter" not in html
+    smart_auth.set_switches(forbid_resource_types=["Observation"])
+    client = public_app.test_client()
+    launch(client, smart_auth, fhirContext=[{"reference": f"ClaimResponse/{cr}"}])
+    page = client.get(f"/app/claim/{cr}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "observations" in html
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert csrf
+    r = client.post(f"/app/claim/{cr}/appeal", data={"csrf": csrf.group(1)})
+    html = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "[GAP: objective measures" in html
+
+
+def test_no_refresh_token_and_short_tokens(public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]) -> None:
+    """Behaviour 6: no refresh token, offline_access left out, 30-second tokens → say so; on expiry re-launch cleanly."""
+    smart_auth.set_switches(no_refresh_token=True, omit_offline_access_from_scope=True, token_lifetime=30)
+    client = public_app.test_client()
+    cr = ids["cr-aetna-01"]
+    launch(client, smart_auth, fhirContext=[{"reference": f"ClaimResponse/{cr}"}])
+    ts = _only_session(public_app)
+    assert ts.refresh_token is None and "online_access" not in ts.scope
+    html = client.get(f"/app/claim/{cr}").get_data(as_text=True)
+    assert "no refresh token (offline_access not granted)" in html
+    ts.expires_at = 0.0
+    page = client.get(f"/app/claim/{cr}")
+    assert page.status_code == 400 and "Session expired" in page.get_data(as_text=True)
+    assert "Launch the app again" in page.get_data(as_text=True)
+    # the EHR revoking the token early: a 401 from FHIR is also a clean re-launch page
+    smart_auth.reset_switches()
+    client = public_app.test_client()
+    launch(client, smart_auth, fhirContext=[{"reference": f"ClaimResponse/{cr}"}])
+    smart_auth.state.expire_tokens(access_token=_only_session(public_app).access_token)
+    page = client.get(f"/app/claim/{cr}")
+    assert page.status_code == 401 and "Session expired" in page.get_data(as_text=True)
+
+
+def test_cookie_lost_between_launch_and_callback(
+    public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]
+) -> None:
+    """Behaviour 7: the callback works in a browser context without the launch's cookie (state kept server-side)."""
+    url = smart_auth.ehr_launch_url(
+        "http://localhost/app/launch", fhirContext=[{"reference": f"ClaimResponse/{ids['cr-aetna-01']}"}]
+    )
+    parts = urlsplit(url)
+    r = public_app.test_client().get(f"{parts.path}?{parts.query}")
+    fresh = public_app.test_client()  # no cookies at all
+    r = fresh.get(authorize(r.headers["Location"]))
+    assert r.status_code == 302 and "/app/claim/" in r.headers["Location"]
+    page = fresh.get(r.headers["Location"])
+    assert page.status_code == 200, page.get_data(as_text=True)[-1500:]
+
+
+def test_missing_expired_or_reused_state(public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]) -> None:
+    """Behaviour 9: missing, unknown, reused or expired state → a clear page, never a stack trace."""
+    client = public_app.test_client()
+    r = client.get("/app/callback?code=abc")
+    assert r.status_code == 400 and "carried no state" in r.get_data(as_text=True)
+    r = client.get("/app/callback?code=abc&state=nope")
+    assert r.status_code == 400 and "No launch is waiting" in r.get_data(as_text=True)
+    url = smart_auth.ehr_launch_url(
+        "http://localhost/app/launch", fhirContext=[{"reference": f"ClaimResponse/{ids['cr-aetna-01']}"}]
+    )
+    parts = urlsplit(url)
+    r = client.get(f"{parts.path}?{parts.query}")
+    callback = authorize(r.headers["Location"])
+    state = parse_qs(urlsplit(callback).query)["state"][0]
+    from datetime import UTC, datetime, timedelta
+
+    from ptguard.store.models import OAuthState
+
+    with session_scope(public_app.config["DATABASE_URL"]) as s:
+        row = s.get(OAuthState, state)
+        assert row is not None and "verifier" in row.data
+        row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    r = client.get(callback)
+    html = r.get_data(as_text=True)
+    assert r.status_code == 400 and "expired" in html and "Traceback" not in html
+    r = client.get(callback)  # single use
+    assert r.status_code == 400 and "No launch is waiting" in r.get_data(as_text=True)
+    r = client.get("/app/callback?state=x&error=access_denied&error_description=user+said+no")
+    assert r.status_code == 400
+
+
+@pytest.mark.parametrize("alg", ["ES384", "RS384"])
+def test_confidential_client_assertions(
+    smart_auth: SmartAuthServer, tmp_path: Path, ids: dict[str, str], alg: str
+) -> None:
+    """Behaviour 8 and private_key_jwt: ES384/RS384, iat never in the future, exp ≤ 300 s (capped), fresh jti."""
+    key = (
+        ECKey.generate_key("P-384", parameters={"kid": f"k-{alg}"})
+        if alg == "ES384"
+        else RSAKey.generate_key(2048, parameters={"kid": f"k-{alg}"})
+    )
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps(key.as_dict(private=True)))
+    smart_auth.register_client(**ptguard_app_client(REDIRECT, jwks={"keys": [key.as_dict(private=False)]}))
+    smart_auth.set_switches(
+        reject_iat_in_future=True, require_iat=True, cap_assertion_exp=300, token_lifetime=30, id_token_alg="ES384"
+    )
+    app = make_app(
+        tmp_path,
+        [
+            {
+                "fhir_base": smart_auth.fhir_base,
+                "client_id": "ptguard-app",
+                "auth_method": "private_key_jwt",
+                "private_key_path": str(key_file),
+            }
+        ],
+    )
+    client = app.test_client()
+    cr = ids["cr-aetna-01"]
+    r = launch(client, smart_auth, fhirContext=[{"reference": f"ClaimResponse/{cr}"}])
+    assert r.status_code == 302, r.get_data(as_text=True)[:400]
+    ts = _only_session(app)
+    assert ts.fhir_user and ts.fhir_user.startswith("Practitioner/") and ts.identity_note == "verified"
+    assert client.get(f"/app/claim/{cr}").status_code == 200  # refreshed with a second, different assertion
+    cfg = smart.IssuerConfig(
+        fhir_base=smart_auth.fhir_base,
+        client_id="ptguard-app",
+        auth_method="private_key_jwt",
+        private_key_path=str(key_file),
+    )
+    a, b = (jwt.decode(smart.client_assertion(cfg, smart_auth.token_url), key, algorithms=[alg]) for _ in range(2))
+    assert a.header["alg"] == alg and a.header["typ"] == "JWT" and a.header["kid"] == f"k-{alg}"
+    assert a.claims["jti"] != b.claims["jti"]
+    assert a.claims["exp"] - a.claims["iat"] <= 300 and a.claims["iss"] == a.claims["sub"] == "ptguard-app"
+
+
+def test_standalone_launch_opens_the_worklist(
+    public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]
+) -> None:
+    """Standalone launch (launch/patient; the server picks) → the biller's worklist; documentation check reachable."""
+    smart_auth.set_switches(auto_select_patient=ids["pat-whitfield"], fhir_user_relative=True)
+    client = public_app.test_client()
+    r = client.get("/app/launch")  # one configured EHR: iss may be omitted
+    q = parse_qs(urlsplit(r.headers["Location"]).query)
+    assert "launch/patient" in q["scope"][0] and "offline_access" in q["scope"][0] and "launch" not in q
+    assert "user/ClaimResponse.rs" in q["scope"][0]  # v2 advertised → v2 asked
+    r = client.get(authorize(r.headers["Location"]))
+    assert r.headers["Location"].endswith("/app/")
+    page = client.get("/app/")
+    assert page.status_code == 200 and "Denial worklist" in page.get_data(as_text=True)
+    ts = _only_session(public_app)
+    assert ts.context.patient == ids["pat-whitfield"] and ts.fhir_user and ts.fhir_user.startswith("Practitioner/")
+    check = client.get(f"/app/check/{ids['enc-uhc-01']}")
+    html = check.get_data(as_text=True)
+    assert check.status_code == 200, html[:400]
+    assert "Documentation check" in html and "squats" in html
