@@ -31,6 +31,7 @@ from ptguard.cds import (
     discovery,
     parse_request,
     run_check,
+    warm_up,
     worklist_reader,
 )
 from ptguard.cds_feedback import CardRecord, parse_feedback, record_cards, store_feedback
@@ -91,8 +92,9 @@ def configure(app: Flask) -> None:
         sys.stderr.write(UNSIGNED_WARNING + "\n")
     elif not issuers:
         log.warning("no trusted CDS clients configured (PTGUARD_CDS_ISSUERS): every CDS Hooks call will get 401")
-    if cfg.get("CDS_WARM_STORE", not app.testing):
+    if cfg.get("CDS_WARM_UP", not app.testing):
         warm_store(cfg["DATABASE_URL"])
+        warm_up()
     app.extensions["ptguard_cds"] = CdsState(verifier, allow_unsigned, settings)
     app.register_blueprint(bp)
 

@@ -508,7 +508,10 @@ def gather(
     notes.extend(f for f in fetched.findings if not f.message.startswith("reference "))
     complete = fetched.complete and not any(f.severity == "warning" for f in fetched.findings)
     failed = {f.message.partition(":")[0] for f in fetched.findings}
-    return merge(read.load, fetched.load), notes, complete, failed & set(labels)
+    unavailable = failed & set(labels)
+    if any(label.startswith("reference ") for label in failed) or (refs and not fetched.complete):
+        unavailable.add("references")
+    return merge(read.load, fetched.load), notes, complete, unavailable
 
 
 def run_check(
@@ -621,7 +624,7 @@ CHECK_NEEDS: dict[str, frozenset[str]] = {
     "units-per-session": frozenset({"procedures", "claims", "notes"}),
     "episode-limits": frozenset({"encounters", "plans", "claims"}),
     "diagnosis": frozenset({"claims"}),
-    "clinician-qualification": frozenset({"procedures"}),
+    "clinician-qualification": frozenset({"procedures", "references"}),
     "ncci-pairs": frozenset({"claims", "notes"}),
     "ncci-bypass-risk": frozenset({"claims", "notes"}),
     "discipline-modifier": frozenset({"claims", "procedures"}),
@@ -879,3 +882,67 @@ def fill_prefetch(service: Service, context: Mapping[str, Any], client: FhirClie
         params = [tuple(p.split("=", 1)) for p in qs.split("&") if "=" in p]
         out[key] = client.search_bundle(path, [(k, v) for k, v in params])
     return out
+
+
+def warm_up() -> float:
+    """Load rules, tables, patterns and validation models once (a first call would otherwise pay ~300 ms); → ms."""
+    from ptguard.rules.criteria_files import DEFAULT_CRITERIA_DIR
+
+    started = time.monotonic()
+    pat = {"resourceType": "Patient", "id": "warm"}
+    enc = {
+        "resourceType": "Encounter",
+        "id": "warm",
+        "status": "finished",
+        "class": {"code": "AMB"},
+        "subject": {"reference": "Patient/warm"},
+        "period": {"start": "2026-01-05T09:00:00-05:00"},
+    }
+    proc = {
+        "resourceType": "Procedure",
+        "id": "warm",
+        "status": "completed",
+        "subject": {"reference": "Patient/warm"},
+        "encounter": {"reference": "Encounter/warm"},
+        "code": {"coding": [{"system": codes.CPT, "code": "97530"}]},
+        "performedPeriod": {"start": "2026-01-05T09:00:00-05:00", "end": "2026-01-05T09:30:00-05:00"},
+    }
+    claim = {
+        "resourceType": "Claim",
+        "id": "warm",
+        "status": "active",
+        "use": "claim",
+        "patient": {"reference": "Patient/warm"},
+        "created": "2026-01-05",
+        "provider": {"display": "warm"},
+        "priority": {"coding": [{"code": "normal"}]},
+        "type": {"coding": [{"code": "professional"}]},
+        "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "warm"}}],
+        "item": [
+            {
+                "sequence": 1,
+                "productOrService": {"coding": [{"system": codes.CPT, "code": "97530"}]},
+                "quantity": {"value": 2},
+                "encounter": [{"reference": "Encounter/warm"}],
+            }
+        ],
+    }
+    note = {
+        "resourceType": "DocumentReference",
+        "id": "warm",
+        "status": "current",
+        "subject": {"reference": "Patient/warm"},
+        "context": {"encounter": [{"reference": "Encounter/warm"}]},
+        "content": [{"attachment": {"contentType": "text/plain", "data": "V2FybSB1cC4="}}],
+    }
+    load = LoadResult(source="warm-up")
+    for res in (pat, enc, proc, claim, note):
+        load.add(res)
+    builder = ChartBuilder(load)
+    visit = builder.build(enc)
+    for path in sorted(DEFAULT_CRITERIA_DIR.glob("*.yaml")):
+        try:
+            evaluate(visit, payer=path.stem)
+        except PtguardError:
+            continue
+    return (time.monotonic() - started) * 1000

@@ -509,7 +509,7 @@ def budget_client(tmp_path: Path, keys: Keys) -> Any:
             "CDS_ISSUERS": issuers_config(keys),
             "SMART_LAUNCH_URL": LAUNCH,
             "CDS_TIME_BUDGET_MS": 300,
-            "CDS_WARM_STORE": True,
+            "CDS_WARM_UP": True,
         }
     )
     return app.test_client()
