@@ -1,0 +1,122 @@
+"""`ptguard demo` as a subprocess: it prints one ready line with the URL and leaves no process behind on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+READY = re.compile(r"ptguard demo ready in (\d+\.\d) s — open (http://127\.0\.0\.1:\d+/)")
+
+
+def _start(var_dir: Path) -> tuple[subprocess.Popen[str], re.Match[str], list[str]]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ptguard.cli", "demo", "--var-dir", str(var_dir)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            found = READY.search(line)
+            if found:
+                return proc, found, lines
+        elif proc.poll() is not None:
+            break
+    proc.kill()
+    proc.communicate(timeout=10)
+    pytest.fail("ptguard demo did not print its ready line:\n" + "".join(lines))
+
+
+def _stop(proc: subprocess.Popen[str], sig: int) -> str:
+    proc.send_signal(sig)
+    try:
+        rest, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=10)
+        pytest.fail("ptguard demo did not stop within 20 s")
+    return rest
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_demo_starts_answers_and_stops_without_leftovers(tmp_path: Path, sig: int) -> None:
+    proc, ready, lines = _start(tmp_path)
+    try:
+        seconds, url = float(ready.group(1)), ready.group(2)
+        assert seconds <= 10.0, f"start-up took {seconds} s (target ≤ 10 s)"
+        assert sum("http://" in line for line in lines) == 1, lines  # one URL to open
+        info = json.loads((tmp_path / "demo.json").read_text())
+        assert info["simulator"] == url
+        with requests.Session() as http:
+            page = http.get(url, timeout=10)
+            assert page.status_code == 200 and "Sign note" in page.text
+            assert http.get(info["ptguard"] + "/healthz", timeout=5).status_code == 200
+            assert http.get(url + ".well-known/jwks.json", timeout=5).json()["keys"][0]["alg"] == "ES384"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("node" in (c.name() or "") for c in children), [c.name() for c in children]
+    except BaseException:
+        proc.kill()
+        proc.communicate(timeout=10)
+        raise
+    rest = _stop(proc, sig)
+    assert proc.returncode == 0, rest
+    _gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+    for p in children:
+        assert not psutil.pid_exists(p.pid) or psutil.Process(p.pid).status() == psutil.STATUS_ZOMBIE
+    # logs went to the var dir and hold no bearer tokens or launch/code query strings
+    logs = {p.name: p.read_text(encoding="utf-8", errors="replace") for p in tmp_path.glob("*.log")}
+    assert {"fhir-server.log", "ptguard-web.log", "ehr-sim.log", "smart-auth.log"} <= set(logs)
+    for name, text in logs.items():
+        assert "Bearer " not in text and "launch=" not in text and "code=" not in text, name
+    assert "stopping" in rest
+
+
+def test_demo_stack_in_process_stops_its_threads_and_node(tmp_path: Path) -> None:
+    import threading
+
+    from sandbox.demo import DemoStack
+
+    before = {t.ident for t in threading.enumerate()}
+    stack = DemoStack(var_dir=tmp_path)
+    urls = stack.start()
+    assert stack.fhir is not None
+    node = psutil.Process(stack.fhir.pid or -1)
+    assert requests.get(urls.simulator, timeout=10).status_code == 200
+    stack.stop()
+    stack.stop()  # twice is fine
+    node.wait(timeout=5)
+    assert not node.is_running()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, left
