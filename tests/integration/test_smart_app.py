@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,8 +94,9 @@ def launch(client: FlaskClient, smart_auth: SmartAuthServer, **context: Any) -> 
 
 
 def test_ehr_launch_to_packet_and_writeback(
-    public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]
+    public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     client = public_app.test_client()
     cr = ids["cr-aetna-01"]
     r = launch(
@@ -146,6 +148,11 @@ def test_ehr_launch_to_packet_and_writeback(
     assert doc["context"]["related"][0]["reference"] == f"ClaimResponse/{cr}"
     assert task["focus"]["reference"] == f"ClaimResponse/{cr}"
     assert task["restriction"]["period"]["end"] == "2027-05-19"
+    # no token, JWT or PHI in any log line
+    ts = _only_session(public_app)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (ts.access_token, ts.refresh_token or "@@", "Whitfield", "warehouse", "eyJ"):
+        assert secret not in logged
 
 
 # ------------------------------------------------------------------ real-world EHR behaviours
