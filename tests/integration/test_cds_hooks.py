@@ -158,8 +158,8 @@ def _topics(response: requests.Response) -> list[str]:
 
 def test_cigna_without_prefetch_fetches_with_the_bearer_token(guarded_fhir: str, key: ECKey, tmp_path: Path) -> None:
     enc, pid = _ids(guarded_fhir, "enc-cigna-01")
-    # the default budget (400 ms)
-    with Service(_app(key, f"sqlite:///{tmp_path / 'a.sqlite3'}", 400)) as svc:
+    # The sandbox server reads a whole chart in about 230 ms when warm (more when cold): give it 2 s here.
+    with Service(_app(key, f"sqlite:///{tmp_path / 'a.sqlite3'}", 2000)) as svc:
         response = _post(svc, key, f"/cds-services/{SIGN}", _request(SIGN, guarded_fhir, pid, enc, None))
         assert response.status_code == 200
         cards = response.json()["cards"]
@@ -169,6 +169,14 @@ def test_cigna_without_prefetch_fetches_with_the_bearer_token(guarded_fhir: str,
         # a wrong bearer token: the server refuses every read, so the encounter cannot be had
         bad = _post(svc, key, f"/cds-services/{SIGN}", _request(SIGN, guarded_fhir, pid, enc, None, token="wrong"))
         assert bad.status_code == 412 and bad.json()["resourceType"] == "OperationOutcome"
+    # At the default 400 ms budget the answer comes in time and never reports unread data as missing.
+    with Service(_app(key, f"sqlite:///{tmp_path / 'b.sqlite3'}", 400)) as svc:
+        started = time.monotonic()
+        response = _post(svc, key, f"/cds-services/{SIGN}", _request(SIGN, guarded_fhir, pid, enc, None))
+        elapsed = (time.monotonic() - started) * 1000
+    assert response.status_code in (200, 412) and elapsed < 500, elapsed
+    if response.status_code == 200:
+        assert set(_topics(response)) <= {"units.billed-vs-supported", "data-quality"}
 
 
 @pytest.mark.parametrize("mode", ["full", "partial", "none"])
