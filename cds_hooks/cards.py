@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -181,7 +180,7 @@ def _add_modifiers(result: CdsResult, adds: list[dict[str, Any]]) -> list[dict[s
             original = result.claims.get(line.claim_reference)
             if original is None:
                 continue
-            claim = changed.setdefault(line.claim_reference, copy.deepcopy(original))
+            claim = changed.setdefault(line.claim_reference, orjson.loads(orjson.dumps(original)))
             for item in _items(claim):
                 if item.get("sequence") == line.sequence and _item_code(item) == line.code:
                     have = {c.get("code") for c in codes.codings(item.get("modifier") or [])}
@@ -217,7 +216,7 @@ def _set_units(result: CdsResult, finding: Finding) -> list[dict[str, Any]]:
         original = result.claims.get(line.claim_reference)
         if original is None:
             continue
-        claim = changed.setdefault(line.claim_reference, copy.deepcopy(original))
+        claim = changed.setdefault(line.claim_reference, orjson.loads(orjson.dumps(original)))
         for item in _items(claim):
             if item.get("sequence") == line.sequence and _item_code(item) == code:
                 qty: dict[str, Any] = item["quantity"] if isinstance(item.get("quantity"), dict) else {}

@@ -34,7 +34,7 @@ from ptguard.cds import (
     warm_up,
     worklist_reader,
 )
-from ptguard.cds_feedback import CardRecord, parse_feedback, record_cards, store_feedback
+from ptguard.cds_feedback import CardRecord, CardRecorder, parse_feedback, store_feedback
 from ptguard.config import Settings, load_settings
 from ptguard.errors import PtguardError
 from ptguard.store.db import session_scope
@@ -60,6 +60,7 @@ class CdsState:
     verifier: Verifier
     allow_unsigned: bool
     settings: Settings
+    recorder: CardRecorder
 
 
 def configure(app: Flask) -> None:
@@ -76,6 +77,7 @@ def configure(app: Flask) -> None:
     cfg.setdefault("CDS_ALL_CLEAR", env.get("PTGUARD_CDS_ALL_CLEAR") == "1")
     cfg.setdefault("SMART_LAUNCH_URL", env.get("PTGUARD_SMART_LAUNCH_URL"))
     cfg.setdefault("CDS_RECORD_CARDS", True)
+    cfg.setdefault("CDS_VALIDATE", env.get("PTGUARD_CDS_VALIDATE") == "1")
     cfg.setdefault("CDS_CLIENT_FACTORY", None)
     cfg.setdefault("CDS_JWKS_CACHE", None)
     if cfg["CDS_ISSUERS"] is not None:
@@ -95,7 +97,8 @@ def configure(app: Flask) -> None:
     if cfg.get("CDS_WARM_UP", not app.testing):
         warm_store(cfg["DATABASE_URL"])
         warm_up()
-    app.extensions["ptguard_cds"] = CdsState(verifier, allow_unsigned, settings)
+    recorder = CardRecorder(cfg["DATABASE_URL"])
+    app.extensions["ptguard_cds"] = CdsState(verifier, allow_unsigned, settings, recorder)
     app.register_blueprint(bp)
 
 
@@ -218,6 +221,7 @@ def call(service_id: str) -> Response:
             worklist=_safe(worklist),
             today=date.today(),
             payer_map=state.settings.payer_map,
+            validate=bool(cfg["CDS_VALIDATE"]),
             **kwargs,
         )
     except CdsRequestError as exc:
@@ -229,15 +233,9 @@ def call(service_id: str) -> Response:
     options = CardOptions(smart_launch_url=_launch_url(), all_clear=bool(cfg["CDS_ALL_CLEAR"]))
     card_set = cards_for(result, options)
     if cfg["CDS_RECORD_CARDS"] and card_set.issued:
-        try:
-            record_cards(
-                cfg["DATABASE_URL"],
-                service.id,
-                req.hook_instance,
-                [CardRecord(c.uuid, c.criterion_id, c.payer_id) for c in card_set.issued],
-            )
-        except Exception as exc:  # the answer matters more than the record
-            log.warning("could not record issued cards (%s)", type(exc).__name__)
+        state.recorder.submit(
+            service.id, req.hook_instance, [CardRecord(c.uuid, c.criterion_id, c.payer_id) for c in card_set.issued]
+        )
     log.info(
         "CDS %s %s: %d card(s), %s, %.0f ms",
         service.id,
@@ -274,6 +272,7 @@ def feedback(service_id: str) -> Response:
         items = parse_feedback(_body())
     except CdsRequestError as exc:
         return _outcome(400, exc.message, code=exc.code, where=exc.where)
+    _state().recorder.flush(1.0)
     new, repeats = store_feedback(current_app.config["DATABASE_URL"], service_id, items)
     log.info("CDS feedback for %s: %d new, %d repeated", service_id, new, repeats)
     return Response(status=200)

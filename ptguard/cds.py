@@ -524,9 +524,12 @@ def run_check(
     worklist: WorklistReader | None = None,
     today: date | None = None,
     payer_map: Any = None,
+    validate: bool = False,
 ) -> CdsResult:
     """Answer one call: read the prefetch, fetch what is missing within the budget, and evaluate or list denials.
 
+    `validate` runs fhir.resources R4B validation on the encounter, procedures and claims (about 10 ms a call;
+    off by default on this hot path — the chart reader's own checks always run).
     Raises RequiredDataUnavailableError when the encounter a signing service needs cannot be had.
     """
     started = time.monotonic() if started is None else started
@@ -539,7 +542,7 @@ def run_check(
     if service.kind == "denials":
         _denials(result, read, deadline, client_factory, worklist, today or date.today(), payer_map)
     else:
-        _signing(result, read, deadline, client_factory, payer_map)
+        _signing(result, read, deadline, client_factory, payer_map, validate)
     result.elapsed_ms = (time.monotonic() - started) * 1000
     return result
 
@@ -564,7 +567,12 @@ def _therapy_orders(load: LoadResult) -> list[Resource]:
 
 
 def _signing(
-    result: CdsResult, read: PrefetchRead, deadline: float, client_factory: ClientFactory, payer_map: Any
+    result: CdsResult,
+    read: PrefetchRead,
+    deadline: float,
+    client_factory: ClientFactory,
+    payer_map: Any,
+    validate: bool = False,
 ) -> None:
     request, service = result.request, result.service
     if request.hook == "order-sign" and not _therapy_orders(read.load):
@@ -583,7 +591,7 @@ def _signing(
     result.notes.extend(notes)
     result.complete = complete
     result.unavailable = unavailable
-    builder = ChartBuilder(load, payer_map=payer_map)
+    builder = ChartBuilder(load, payer_map=payer_map, validate_limit=None if validate else 0)
     encounter: Resource | None
     if eid is not None:
         encounter = next(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import queue
+import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ from ptguard.store.db import session_scope
 from ptguard.store.models import CardIssued, CdsFeedback
 
 OUTCOMES = ("accepted", "overridden")
+logger = logging.getLogger("ptguard.cds")
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,81 @@ class FeedbackItem:
 
 def record_cards(database_url: str, service_id: str, hook_instance: str | None, cards: Iterable[CardRecord]) -> int:
     """Store the cards of one response (so later feedback can be tied to its criterion)."""
-    rows = [
+    rows = _rows(service_id, hook_instance, cards)
+    if not rows:
+        return 0
+    with session_scope(database_url) as session:
+        session.add_all(rows)
+    return len(rows)
+
+
+class CardRecorder:
+    """Records issued cards off the request path: a background thread writes them in batches.
+
+    A database commit (an fsync) costs more than the check itself, and feedback on a card comes seconds later
+    at the earliest. The thread starts on demand and ends after `idle_seconds` without work.
+    """
+
+    def __init__(self, database_url: str, *, idle_seconds: float = 2.0) -> None:
+        self.database_url = database_url
+        self.idle_seconds = idle_seconds
+        self._queue: queue.Queue[tuple[str, str | None, list[CardRecord]]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.failures = 0
+        self._ready = False
+
+    def submit(self, service_id: str, hook_instance: str | None, cards: list[CardRecord]) -> None:
+        if not cards:
+            return
+        if not self._ready:
+            # Migrate (once) in the caller's thread: two threads migrating one SQLite file at once would collide.
+            with session_scope(self.database_url):
+                pass
+            self._ready = True
+        self._queue.put((service_id, hook_instance, cards))
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="ptguard-card-recorder", daemon=True)
+                self._thread.start()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every submitted card is written (tests, shutdown); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return not self._queue.unfinished_tasks
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            batch = [first]
+            while len(batch) < 200:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                with session_scope(self.database_url) as session:
+                    for service_id, hook_instance, cards in batch:
+                        session.add_all(_rows(service_id, hook_instance, cards))
+            except Exception as exc:
+                self.failures += 1
+                logger.warning("could not record %d issued card batch(es) (%s)", len(batch), type(exc).__name__)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+
+def _rows(service_id: str, hook_instance: str | None, cards: Iterable[CardRecord]) -> list[CardIssued]:
+    return [
         CardIssued(
             uuid=c.uuid,
             service_id=service_id,
@@ -55,11 +134,6 @@ def record_cards(database_url: str, service_id: str, hook_instance: str | None, 
         )
         for c in cards
     ]
-    if not rows:
-        return 0
-    with session_scope(database_url) as session:
-        session.add_all(rows)
-    return len(rows)
 
 
 def parse_feedback(body: Any) -> list[FeedbackItem]:

@@ -200,6 +200,7 @@ def test_cigna_units_card_without_prefetch_fetches_with_the_bearer_token(client:
     assert action["type"] == "update" and action["resource"]["resourceType"] == "Claim"
     item = next(i for i in action["resource"]["item"] if i["productOrService"]["coding"][0]["code"] == "97530")
     assert item["quantity"]["value"] == 2
+    assert client.application.extensions["ptguard_cds"].recorder.flush()  # cards are recorded off the request path
     with session_scope(client.application.config["DATABASE_URL"]) as s:
         issued = s.get(CardIssued, card["uuid"])
         assert issued is not None and issued.criterion_id == "units.billed-vs-supported" and issued.payer_id == "cigna"
