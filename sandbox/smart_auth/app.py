@@ -62,6 +62,7 @@ LAUNCH_FIELDS = (
     "user",
     "fhirContext",
     "need_patient_banner",
+    "appContext",
 )
 
 
@@ -423,6 +424,11 @@ def make_launch(state: AuthState, data: dict[str, Any]) -> str:
         ):
             raise ValueError("fhirContext must be a list of objects with reference, canonical or identifier")
         context["fhirContext"] = fhir_context
+    app_context = data.get("appContext")
+    if app_context is not None:
+        if not isinstance(app_context, str):
+            raise ValueError("appContext must be a string (CDS Hooks passes it through unchanged)")
+        context["appContext"] = app_context
     banner = data.get("need_patient_banner")
     context["need_patient_banner"] = bool(banner) if banner is not None else False
     unknown = set(data) - set(LAUNCH_FIELDS)

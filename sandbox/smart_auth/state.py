@@ -22,7 +22,16 @@ LAUNCH_LIFETIME = 3600
 CODE_LIFETIME = 600
 JTI_MEMORY = 3600
 _LAUNCH_REGISTRY = JWERegistry(algorithms=["dir", "A256GCM"])
-CONTEXT_KEYS = ("patient", "encounter", "fhirContext", "intent", "need_patient_banner", "smart_style_url", "tenant")
+CONTEXT_KEYS = (
+    "patient",
+    "encounter",
+    "fhirContext",
+    "intent",
+    "need_patient_banner",
+    "smart_style_url",
+    "tenant",
+    "appContext",
+)
 
 
 @dataclass

@@ -299,6 +299,7 @@ def test_ehr_launch_full_flow_with_requests(
         tenant="clinic-1",
         need_patient_banner=True,
         user=f"Practitioner/{clinic['practitioner']}",
+        appContext='{"view": "check", "encounter": "Encounter/x"}',
     )
     assert len(launch) > 100
     flow = Flow(
@@ -326,6 +327,7 @@ def test_ehr_launch_full_flow_with_requests(
     assert token["smart_style_url"] == "http://127.0.0.1:9/style.json"
     assert token["tenant"] == "clinic-1"
     assert token["need_patient_banner"] is True
+    assert token["appContext"] == '{"view": "check", "encounter": "Encounter/x"}'  # CDS card link → app
     assert token["refresh_token"]  # online_access
 
     jwks = KeySet.import_key_set(get(f"{smart_auth.url}/jwks").json())
