@@ -89,6 +89,7 @@ def _app(key: ECKey, database_url: str, budget_ms: int) -> Any:
             "DATABASE_URL": database_url,
             "CDS_ISSUERS": {ISS: {"jwks": {"keys": [key.as_dict(private=False)]}, "algorithms": ["ES384"]}},
             "CDS_TIME_BUDGET_MS": budget_ms,
+            "CDS_WARM_UP": True,  # as in production: rules, models and the store are loaded at start-up
         }
     )
 
