@@ -88,7 +88,10 @@ def test_aetna_835_round_trip(client: FhirClient, tmp_path: Path, monkeypatch: p
     assert line["code"] == "97530" and line["sequence"] == 1
     carc = line["reasons"][0]
     assert (carc["system"], carc["code"], carc["group"]) == (
-        "https://x12.org/codes/claim-adjustment-reason-codes", "50", "CO")
+        "https://x12.org/codes/claim-adjustment-reason-codes",
+        "50",
+        "CO",
+    )
     assert denial["deadline"]["due"] == "2027-05-19" and denial["deadline"]["payer_type"] == "commercial"
     assert denial["claim"] == f"Claim/{claim['id']}"
 
@@ -102,8 +105,24 @@ def test_aetna_835_round_trip(client: FhirClient, tmp_path: Path, monkeypatch: p
     assert item["lines"][0]["encounters"] and item["lines"][0]["encounters"][0].startswith("Encounter/")
     assert item["lines"][0]["procedures"], "the 97530 Procedure of the matched encounter"
 
+    # `ptguard appeal` builds the packet against the matched chart on the server
+    packet = tmp_path / "packet.pdf"
+    code, out = cli("appeal", cr["id"], "--fhir", client.base_url, "--out", str(packet), "--format", "json")
+    assert code == 0, out
+    appeal = json.loads(out)
+    from pypdf import PdfReader
+
+    text = " ".join(page.extract_text() or "" for page in PdfReader(packet).pages)
+    assert "CPB 0325" in text and "2 November 2026" in text and "19 May 2027" in text
+    cited = {ref for sentence in appeal["sentences"] for ref in sentence.get("sources", [])}
+    assert any(ref.startswith("DocumentReference/") for ref in cited), "the letter quotes the daily note"
+
     # the same file twice: nothing new on the server or in the store
-    before = (total(client, "ClaimResponse"), total(client, "DocumentReference"), total(client, "PaymentReconciliation"))
+    before = (
+        total(client, "ClaimResponse"),
+        total(client, "DocumentReference"),
+        total(client, "PaymentReconciliation"),
+    )
     again = import_835(data, filename="aetna-01.835", db_url=db, fhir=client, today=TODAY)
     assert again.status == "already-imported"
     # even a fresh store (the server side is idempotent on its own, by conditional creates)
@@ -116,11 +135,20 @@ def test_aetna_835_round_trip(client: FhirClient, tmp_path: Path, monkeypatch: p
     assert len(list_work_items(db, today=TODAY)) == 1
 
 
-def test_cli_import_against_the_server(loaded: str, client: FhirClient, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_import_against_the_server(
+    loaded: str, client: FhirClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite3'}")
-    code, out = cli("remit", "import", str(REMIT_FIXTURES / "bcbs-97-236.835"), str(REMIT_FIXTURES / "uhc-151.835"),
-                    "--fhir", loaded, "--format", "json")
+    code, out = cli(
+        "remit",
+        "import",
+        str(REMIT_FIXTURES / "bcbs-97-236.835"),
+        str(REMIT_FIXTURES / "uhc-151.835"),
+        "--fhir",
+        loaded,
+        "--format",
+        "json",
+    )
     assert code == 0
     data: dict[str, Any] = json.loads(out)
     assert data["summary"]["by_status"] == {"imported": 2}
@@ -133,12 +161,14 @@ def test_cli_import_against_the_server(loaded: str, client: FhirClient, tmp_path
 def test_http_endpoint_writes_to_the_server(loaded: str, client: FhirClient, tmp_path: Path) -> None:
     from webapp import create_app
 
-    app = create_app({
-        "TESTING": True,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'web.sqlite3'}",
-        "PTGUARD_REMIT_API_KEYS": "k-123",
-        "PTGUARD_REMIT_FHIR_BASE": loaded,
-    })
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'web.sqlite3'}",
+            "PTGUARD_REMIT_API_KEYS": "k-123",
+            "PTGUARD_REMIT_FHIR_BASE": loaded,
+        }
+    )
     try:
         web = app.test_client()
         data = (REMIT_FIXTURES / "medicare-ma130.835").read_bytes()
@@ -152,7 +182,9 @@ def test_http_endpoint_writes_to_the_server(loaded: str, client: FhirClient, tmp
         assert len(set(job_ids)) == 1 or statuses == ["already-imported", "imported"]
         first = results[0]
         assert first is not None and first.result is not None
-        assert first.result["fhir"]["claim_responses"]["created"] + first.result["fhir"]["claim_responses"][
-            "existing"] == 1
+        assert (
+            first.result["fhir"]["claim_responses"]["created"] + first.result["fhir"]["claim_responses"]["existing"]
+            == 1
+        )
     finally:
         app.extensions["ptguard_remit_jobs"].close()
