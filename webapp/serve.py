@@ -29,6 +29,23 @@ def gunicorn_app(app: Any, options: dict[str, Any]) -> Any:
     return _App()
 
 
+def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
+    """The gunicorn settings of `ptguard serve` (bench/hooks_bench.py serves with the same ones).
+
+    The app is built once in the master before the fork (as `--preload` would), so the workers start warm.
+    """
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        "timeout": 30,
+        "accesslog": None,  # access logs carry URLs with patient ids: off by default
+        "errorlog": "-",
+        "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+    }
+
+
 def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Handler of `ptguard serve`."""
     from webapp import create_app
@@ -37,17 +54,7 @@ def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.dev:
         app.run(host=args.host, port=args.port, debug=False, use_reloader=False)
         return 0
-    options = {
-        "bind": f"{args.host}:{args.port}",
-        "workers": args.workers,
-        "worker_class": "gthread",
-        "threads": args.threads,
-        "timeout": 30,
-        "accesslog": None,  # access logs carry URLs with patient ids: off by default
-        "errorlog": "-",
-        "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
-    }
-    gunicorn_app(app, options).run()
+    gunicorn_app(app, gunicorn_options(args.host, args.port, args.workers, args.threads)).run()
     return 0
 
 
