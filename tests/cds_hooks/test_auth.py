@@ -29,6 +29,7 @@ from cds_hooks.jwt import (
     parse_issuers,
 )
 from ptguard.errors import ConfigError
+from tests.shared_data import require_service
 
 DISCOVERY = "/cds-services"
 
@@ -287,8 +288,8 @@ def redis_url() -> str:
     r = redis.Redis.from_url(url)
     try:
         r.ping()
-    except redis.RedisError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
+    except redis.RedisError as exc:
+        require_service("Redis at 127.0.0.1:6379", exc)
     finally:
         r.close()
     return url

@@ -33,9 +33,10 @@ from fakefhir import FakeFhir
 from ptguard.cds import SERVICES, discovery, discovery_errors, prefetch_token_errors
 from ptguard.store.db import session_scope
 from ptguard.store.models import CardIssued, WorkItem
+from tests.shared_data import PUBLIC_FHIR, require
 
 SIGN = "ptguard-97530-signing"
-PUBLIC = Path(__file__).resolve().parents[3] / "shared" / "public-fhir"
+PUBLIC = PUBLIC_FHIR
 
 
 def _setup(ident: str, service: str = SIGN) -> tuple[FakeFhir, str, str]:
@@ -123,8 +124,8 @@ def test_public_discovery_documents_token_rules() -> None:
     FHIRPath-like tokens (`{{context.draftOrders.entry...}}`, a CRD extension 2.0 does not define) — flagged."""
     sandbox = PUBLIC / "cds-hooks" / "sandbox-cds-services" / "service-definitions.json"
     crd = PUBLIC / "davinci-crd" / "hl7-repo-hook-examples" / "CRDServices.json"
-    if not sandbox.exists() or not crd.exists():
-        pytest.skip("public discovery files missing")
+    require(sandbox)
+    require(crd)
     assert discovery_errors(orjson.loads(sandbox.read_bytes())) == []
     errors = discovery_errors(orjson.loads(crd.read_bytes()))
     assert errors and all("only {{context.X}}" in e or "no context field" in e for e in errors)
@@ -602,8 +603,8 @@ SCHEMA_INVALID = {
 def test_public_requests_against_the_schema() -> None:
     """The Da Vinci CRD reference implementation's test requests hold nulls and a 1.0 'user' field; the rest are valid."""
     files = _public_requests()
-    if not files:
-        pytest.skip("public CDS Hooks files not present")
+    require(PUBLIC)
+    assert files, "the public CDS Hooks request files are expected under shared/public-fhir"
     invalid = {}
     for path in files:
         errors = sorted(REQUEST_SCHEMA.iter_errors(orjson.loads(path.read_bytes())), key=lambda e: e.json_path)

@@ -14,9 +14,10 @@ from ptguard.errors import InputError, NotFoundError
 from ptguard.fhir import codes
 from ptguard.fhir.load import load_path
 from ptguard.fhir.refs import ResourceIndex
+from tests.shared_data import PUBLIC_FHIR
 
 ROOT = Path(__file__).resolve().parents[2]
-PUBLIC = ROOT.parent / "shared" / "public-fhir"
+PUBLIC = PUBLIC_FHIR
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,9 @@ from ptguard.errors import InputError, UnsupportedVersionError
 from ptguard.fhir import codes
 from ptguard.fhir.load import load_bytes, load_path
 from ptguard.fhir.refs import ResourceIndex
+from tests.shared_data import PUBLIC_FHIR, require
 
-PUBLIC = Path(__file__).resolve().parents[3] / "shared" / "public-fhir"
+PUBLIC = require(PUBLIC_FHIR)
 PUBLIC_FILES = sorted(p for p in PUBLIC.rglob("*") if p.suffix in {".json", ".ndjson", ".xml"})
 
 

@@ -25,6 +25,7 @@ from ptguard.cds import SERVICES, fill_prefetch
 from ptguard.fhir.client import FhirClient
 from ptguard.fixtures_load import load_fixtures
 from sandbox.fhir_server import FhirServerProcess
+from tests.shared_data import require_service
 
 # `import cds_hooks` must find the package, not tests/cds_hooks (tests/ is on sys.path)
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -262,8 +263,8 @@ def pg_url() -> Iterator[str]:
     try:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError:
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    except psycopg.OperationalError as exc:
+        require_service("PostgreSQL at 127.0.0.1:5432", exc)
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     try:
         yield url

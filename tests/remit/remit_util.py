@@ -12,20 +12,42 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def claim(clp01: str, status: str, charge: str, paid: str, ccn: str, *, code: str = "97530",
-          carc: str | None = "50", group: str = "CO", last: str = "DOE", first: str = "JANE") -> list[str]:
+def claim(
+    clp01: str,
+    status: str,
+    charge: str,
+    paid: str,
+    ccn: str,
+    *,
+    code: str = "97530",
+    carc: str | None = "50",
+    group: str = "CO",
+    last: str = "DOE",
+    first: str = "JANE",
+) -> list[str]:
     """One CLP loop with one SVC line (denied with `group`-`carc` when given)."""
-    segs = [f"CLP*{clp01}*{status}*{charge}*{paid}*0*12*{ccn}*11*1", f"NM1*QC*1*{last}*{first}****MI*M-{clp01}",
-            f"SVC*HC:{code}:GP*{charge}*{paid}**3", "DTM*472*20261102"]
+    segs = [
+        f"CLP*{clp01}*{status}*{charge}*{paid}*0*12*{ccn}*11*1",
+        f"NM1*QC*1*{last}*{first}****MI*M-{clp01}",
+        f"SVC*HC:{code}:GP*{charge}*{paid}**3",
+        "DTM*472*20261102",
+    ]
     if carc:
         amount = f"{float(charge) - float(paid):.2f}"
         segs.append(f"CAS*{group}*{carc}*{amount}")
     return segs
 
 
-def interchange(claims: list[list[str]], *, control: str = "000000900", trace: str = "TRACE900",
-                payer: str = "AETNA LIFE INSURANCE COMPANY", amount: str = "0", date: str = "20261120",
-                newline: bool = True) -> bytes:
+def interchange(
+    claims: list[list[str]],
+    *,
+    control: str = "000000900",
+    trace: str = "TRACE900",
+    payer: str = "AETNA LIFE INSURANCE COMPANY",
+    amount: str = "0",
+    date: str = "20261120",
+    newline: bool = True,
+) -> bytes:
     """A complete 005010X221A1 interchange with one ST/SE around the given CLP loops."""
     body = [
         f"BPR*I*{amount}*C*NON************{date}",

@@ -46,7 +46,9 @@ def test_import_folder_json_summary(db: str, capsys: pytest.CaptureFixture[str])
     # a second run creates nothing new
     code, out = run("remit", "import", str(FIXTURES), "--format", "json")
     again = json.loads(out)["summary"]
-    assert code == 0 and again["by_status"] == {"already-imported": 5, "rejected": 1} and again["work_items_created"] == 0
+    assert (
+        code == 0 and again["by_status"] == {"already-imported": 5, "rejected": 1} and again["work_items_created"] == 0
+    )
 
 
 def test_import_text_summary_and_exit_codes(db: str, tmp_path: Path) -> None:
@@ -84,7 +86,8 @@ def test_denial_on_an_835_and_on_a_fhir_bundle(db: str, tmp_path: Path) -> None:
     validate(d, "denial-output")
     assert d["denied"] and d["path"] == "appeal" and d["lines"][0]["code"] == "97530"
     assert {"system": "https://x12.org/codes/claim-adjustment-reason-codes", "code": "50", "group": "CO"}.items() <= (
-        d["lines"][0]["reasons"][0].items())
+        d["lines"][0]["reasons"][0].items()
+    )
     assert d["deadline"]["due"] == TODAY_DUE and d["deadline"]["payer_type"] == "commercial"
     code, out = run("denial", str(FIXTURES / "bcbs-97-236.835"), "--format", "json")
     several = json.loads(out)
@@ -98,10 +101,24 @@ def test_denial_on_an_835_and_on_a_fhir_bundle(db: str, tmp_path: Path) -> None:
     code, out = run("denial", str(FIXTURES / "medicare-ma130.835"))
     assert code == 0 and "resubmit" in out
     not_denied = tmp_path / "cr.json"
-    not_denied.write_text(json.dumps({"resourceType": "ClaimResponse", "id": "x", "outcome": "complete",
-                                      "item": [{"itemSequence": 1, "adjudication": [
-                                          {"category": {"coding": [{"code": "submitted"}]}, "amount": {"value": 10}},
-                                          {"category": {"coding": [{"code": "benefit"}]}, "amount": {"value": 10}}]}]}))
+    not_denied.write_text(
+        json.dumps(
+            {
+                "resourceType": "ClaimResponse",
+                "id": "x",
+                "outcome": "complete",
+                "item": [
+                    {
+                        "itemSequence": 1,
+                        "adjudication": [
+                            {"category": {"coding": [{"code": "submitted"}]}, "amount": {"value": 10}},
+                            {"category": {"coding": [{"code": "benefit"}]}, "amount": {"value": 10}},
+                        ],
+                    }
+                ],
+            }
+        )
+    )
     code, out = run("denial", str(not_denied), "--format", "json")
     d = json.loads(out)
     validate(d, "denial-output")

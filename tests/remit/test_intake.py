@@ -20,10 +20,11 @@ from ptguard.remit.worklist import get_work_item, list_work_items, set_status
 from ptguard.remit.x12 import read_835
 from ptguard.store.db import session_scope
 from ptguard.store.models import RemitFile, WorkItem
+from tests.shared_data import PUBLIC_X12, require_service
 
 TODAY = date(2026, 12, 3)
 ROOT = Path(__file__).resolve().parents[2]
-PUBLIC = ROOT.parent / "shared" / "public-x12"
+PUBLIC = PUBLIC_X12
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -91,8 +92,10 @@ def test_control_key_keeps_different_payments_apart() -> None:
 
 def test_one_malformed_claim_is_reported_and_the_others_imported(db: str) -> None:
     bad = ["CLP*c-bad*4*abc*0*0*12*PBAD*11*1", "NM1*QC*1*ROE*RAY****MI*M2", "SVC*HC:97530:GP*65*0**1", "CAS*CO*50*65"]
-    data = interchange([claim("c-good", "4", "130", "0", "PGOOD"), bad, claim("c-ok", "1", "65", "65", "POK",
-                                                                                  carc=None)], control="000000901")
+    data = interchange(
+        [claim("c-good", "4", "130", "0", "PGOOD"), bad, claim("c-ok", "1", "65", "65", "POK", carc=None)],
+        control="000000901",
+    )
     result = import_835(data, filename="mixed.835", db_url=db, today=TODAY)
     assert result.status == "quarantined"
     assert result.claims == 2 and result.raw_clp_count == 3 and result.rejected_claims == 1
@@ -107,8 +110,9 @@ def test_corrected_resend_of_a_quarantined_file_is_imported_without_duplicates(d
     bad = ["CLP*c-bad*4*abc*0*0*12*PBAD*11*1", "NM1*QC*1*ROE*RAY****MI*M2", "SVC*HC:97530:GP*65*0**1", "CAS*CO*50*65"]
     first = interchange([claim("c-good", "4", "130", "0", "PGOOD"), bad], control="000000902")
     assert import_835(first, filename="q.835", db_url=db, today=TODAY).status == "quarantined"
-    fixed = interchange([claim("c-good", "4", "130", "0", "PGOOD"), claim("c-bad", "4", "65", "0", "PBAD")],
-                        control="000000902")
+    fixed = interchange(
+        [claim("c-good", "4", "130", "0", "PGOOD"), claim("c-bad", "4", "65", "0", "PBAD")], control="000000902"
+    )
     result = import_835(fixed, filename="q-fixed.835", db_url=db, today=TODAY)
     assert result.status == "imported"
     assert result.work_items_created == 1 and result.work_items_existing == 1
@@ -127,9 +131,11 @@ def test_reversal_closes_the_earlier_work_item(db: str) -> None:
     denial = interchange([claim("c-rev", "4", "130", "0", "PREV1")], control="000000903", trace="T903")
     assert import_835(denial, filename="d.835", db_url=db, today=TODAY).work_items_created == 1
     reversal = interchange(
-        [claim("c-rev", "22", "-130", "0", "PREV1", carc=None), claim("c-rev", "1", "130", "110", "PREV1A",
-                                                                         carc="45")],
-        control="000000904", trace="T904", amount="110")
+        [claim("c-rev", "22", "-130", "0", "PREV1", carc=None), claim("c-rev", "1", "130", "110", "PREV1A", carc="45")],
+        control="000000904",
+        trace="T904",
+        amount="110",
+    )
     result = import_835(reversal, filename="r.835", db_url=db, today=TODAY)
     assert result.reversals == 1 and result.work_items_closed == 1
     assert list_work_items(db, status="open", today=TODAY) == []
@@ -137,8 +143,10 @@ def test_reversal_closes_the_earlier_work_item(db: str) -> None:
 
 
 def test_unmatched_claims_are_listed_not_dropped(db: str, chart: ResourceIndex) -> None:
-    data = interchange([claim("no-such-claim", "1", "65", "65", "PX", carc=None),
-                        claim("no-such-denied", "4", "65", "0", "PY")], control="000000905")
+    data = interchange(
+        [claim("no-such-claim", "1", "65", "65", "PX", carc=None), claim("no-such-denied", "4", "65", "0", "PY")],
+        control="000000905",
+    )
     result = import_835(data, filename="u.835", db_url=db, index=chart, today=TODAY)
     assert result.unmatched == ["no-such-claim", "no-such-denied"]
     unmatched = list_work_items(db, status="unmatched", today=TODAY)
@@ -223,8 +231,8 @@ def pg_url() -> Iterator[str]:
     try:
         with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError:
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    except psycopg.OperationalError as exc:
+        require_service("PostgreSQL at 127.0.0.1:5432", exc)
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     try:
         yield url
@@ -241,7 +249,8 @@ def test_idempotent_import_on_postgresql(pg_url: str, chart: ResourceIndex) -> N
     assert import_835(data, filename="aetna-01.835", db_url=pg_url, index=chart, today=TODAY).status == "imported"
     before = counts(pg_url)
     assert import_835(data, filename="aetna-01.835", db_url=pg_url, index=chart, today=TODAY).status == (
-        "already-imported")
+        "already-imported"
+    )
     assert counts(pg_url) == before == (1, 1)
     item = list_work_items(pg_url, today=TODAY)[0]
     assert item["due_date"] == "2027-05-19" and item["claim"]["reference"] == "Claim/claim-aetna-01"

@@ -25,13 +25,15 @@ X12 = {"Content-Type": "application/edi-x12"}
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    app = create_app({
-        "TESTING": True,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'api.sqlite3'}",
-        "PTGUARD_REMIT_API_KEYS": f"other-key,{KEY}",
-        "PTGUARD_REMIT_FETCH_BASES": "https://clearinghouse.example/files/",
-        "PTGUARD_REMIT_MAX_BYTES": "200000",
-    })
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'api.sqlite3'}",
+            "PTGUARD_REMIT_API_KEYS": f"other-key,{KEY}",
+            "PTGUARD_REMIT_FETCH_BASES": "https://clearinghouse.example/files/",
+            "PTGUARD_REMIT_MAX_BYTES": "200000",
+        }
+    )
     yield app
     app.extensions["ptguard_remit_jobs"].close()
 
@@ -52,8 +54,10 @@ def finished(app: Flask, client: FlaskClient, job_id: str) -> dict[str, Any]:
 
 def counts(app: Flask) -> tuple[int, int]:
     with session_scope(app.config["DATABASE_URL"]) as s:
-        return (s.scalar(select(func.count()).select_from(RemitFile)) or 0,
-                s.scalar(select(func.count()).select_from(WorkItem)) or 0)
+        return (
+            s.scalar(select(func.count()).select_from(RemitFile)) or 0,
+            s.scalar(select(func.count()).select_from(WorkItem)) or 0,
+        )
 
 
 def test_without_or_with_a_wrong_key_is_401(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
@@ -92,8 +96,9 @@ def test_post_835_is_accepted_then_imported_and_idempotent(app: Flask, client: F
         (b"ISA" + b"*" * 300_000, X12, 413, "limit"),
     ],
 )
-def test_bad_bodies_get_specific_errors(client: FlaskClient, body: bytes, headers: dict[str, str], status: int,
-                                        words: str) -> None:
+def test_bad_bodies_get_specific_errors(
+    client: FlaskClient, body: bytes, headers: dict[str, str], status: int, words: str
+) -> None:
     response = client.post("/remit/835", data=body, headers={**AUTH, **headers})
     assert response.status_code == status
     assert words in response.get_json()["error"]
@@ -104,9 +109,14 @@ def test_unknown_job_is_404(client: FlaskClient) -> None:
 
 
 def test_notify_refuses_urls_outside_the_allow_list(client: FlaskClient) -> None:
-    for url in ("http://169.254.169.254/latest/meta-data/", "https://clearinghouse.example.evil.com/files/a.835",
-                "https://clearinghouse.example@evil.com/files/a.835", "https://clearinghouse.example/other/a.835",
-                "https://clearinghouse.example/files/../admin", "file:///etc/passwd"):
+    for url in (
+        "http://169.254.169.254/latest/meta-data/",
+        "https://clearinghouse.example.evil.com/files/a.835",
+        "https://clearinghouse.example@evil.com/files/a.835",
+        "https://clearinghouse.example/other/a.835",
+        "https://clearinghouse.example/files/../admin",
+        "file:///etc/passwd",
+    ):
         response = client.post("/remit/notify", json={"file_url": url, "file_id": "a"}, headers=AUTH)
         assert response.status_code == 403, url
         assert "allow-listed" in response.get_json()["error"]

@@ -22,9 +22,10 @@ from ptguard.remit.to_fhir import (
     remittance_to_fhir,
 )
 from ptguard.remit.x12 import X12Error, read_835
+from tests.shared_data import PUBLIC_X12, require
 
 FIXTURES = Path(__file__).parent / "fixtures"
-PUBLIC = Path("/work/shared/public-x12")
+PUBLIC = PUBLIC_X12
 
 
 def _map(name: str) -> list[dict[str, Any]]:
@@ -74,8 +75,7 @@ def test_fixture_resources_validate(name: str) -> None:
 
 
 def test_public_mapping_validates() -> None:
-    if not PUBLIC.is_dir():
-        pytest.skip("public-x12 samples not available")
+    require(PUBLIC)
     count = 0
     for path in sorted(PUBLIC.rglob("*")):
         if not path.is_file() or path.suffix == ".md":

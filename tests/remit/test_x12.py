@@ -9,8 +9,9 @@ import pytest
 
 from ptguard.errors import InputError
 from ptguard.remit.x12 import X12Error, decode, detect_delimiters, normalise, read_835
+from tests.shared_data import PUBLIC_X12, require
 
-PUBLIC = Path("/work/shared/public-x12")
+PUBLIC = PUBLIC_X12
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -28,8 +29,7 @@ PUBLIC_FILES = [p for p in _public_files() if _has_isa(p.read_bytes())]
 
 
 def test_public_corpus_is_there() -> None:
-    if not PUBLIC.is_dir():
-        pytest.skip("public-x12 samples not available")
+    require(PUBLIC)
     assert len(PUBLIC_FILES) >= 37
 
 
@@ -80,8 +80,7 @@ def test_public_known_outcomes(rel: str) -> None:
 
 
 def test_public_quirks_read_correctly() -> None:
-    if not PUBLIC.is_dir():
-        pytest.skip("public-x12 samples not available")
+    require(PUBLIC)
     # Truncated CLP in real data: the other 9 claims survive, the bad one is named.
     ex1 = read_835((PUBLIC / "oopfactory-x12parser/835_5010/Example1.txt").read_bytes(), "Example1.txt")
     assert ex1.rejected_claims == 1
@@ -108,8 +107,7 @@ def test_public_quirks_read_correctly() -> None:
 
 
 def test_837_public_files_refused_clearly() -> None:
-    if not PUBLIC.is_dir():
-        pytest.skip("public-x12 samples not available")
+    require(PUBLIC)
     with pytest.raises(X12Error, match="837 claim file, not a remittance"):
         read_835((PUBLIC / "linuxforhealth-x12/837P/demo.example1.837").read_bytes(), "demo.837")
     with pytest.raises(X12Error, match="837"):
