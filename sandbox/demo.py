@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -27,6 +29,7 @@ log = logging.getLogger("sandbox.demo")
 
 DEFAULT_VAR_DIR = Path("var/demo")
 SIM_CLIENT_ID = "ehr-simulator"
+AUTH_FHIR_PATH = "/fhir/R4"  # the SMART authorization server's protected FHIR base path (its default)
 SIM_SCOPE = "user/*.rs"
 SIM_TOKEN_SECONDS = 300
 # Loggers → files under the var dir (each line: method, path, status or a count — never a token or a query string).
@@ -148,20 +151,63 @@ class DemoStack:
         self.fhir = FhirServerProcess(port=self._port(0), host=self.host, log_path=self.var_dir / "fhir-server.log")
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="demo-start") as pool:
             fhir_ready: Future[str] = pool.submit(self.fhir.start)
-            # while Node loads its definitions: bind our sockets, import the web app, migrate the store
+            # While Node loads its definitions (about 1 s): bind our sockets, import and build the web app,
+            # migrate the store. Everything that needs the FHIR server's URL is filled in afterwards.
             t = time.monotonic()
             web = ThreadedServer("ptguard-web", host=self.host, port=self._port(2))
             self._servers.append(web)
-            sim_server_port = self._port(3)
-            migrated = pool.submit(_migrate, db_url)
-            import webapp  # noqa: F401 - the import is the slow part (Flask, SQLAlchemy, weasyprint)
+            for module in ("webapp", "cds_hooks.routes", "smart_app.views", "webapp.remit_api"):
+                with contextlib.suppress(ModuleNotFoundError):  # the slow part: Flask, SQLAlchemy, weasyprint…
+                    importlib.import_module(module)
             from sandbox.ehr_sim import EhrSimulator, SimulatorSettings
             from sandbox.smart_auth import SmartAuthServer, ptguard_app_client
+            from webapp import create_app
 
             self._mark("import", t)
+            t = time.monotonic()
+            _migrate(db_url)  # here, not in a thread: alembic's migration context is process-global
+            auth_port = self._port(1) or _free_port(self.host)
+            auth_url = f"http://{self.host}:{auth_port}"
+            auth_fhir_base = auth_url + AUTH_FHIR_PATH
+            auth_holder: list[Any] = []
+            settings = SimulatorSettings(
+                fhir_url="",  # set once the FHIR server is up
+                cds_base=web.url,
+                cds_fhir_server=auth_fhir_base,
+                token_provider=lambda patient: mint_ehr_token(auth_holder[0], patient),
+                auth_url=auth_url,
+                launch_iss=auth_fhir_base,
+                app_launch_url=web.url + "/app/launch",
+                database_url=db_url,
+            )
+            sim = EhrSimulator(settings, host=self.host, port=self._port(3))
+            self._servers.append(sim)
+            cds_issuers = self.var_dir / "cds-issuers.json"
+            cds_issuers.write_text(json.dumps(sim.issuer_entry(), indent=2) + "\n", encoding="utf-8")
+            smart_issuers = self.var_dir / "smart-issuers.json"
+            smart_issuers.write_text(
+                json.dumps(
+                    {"issuers": [{"fhir_base": auth_fhir_base, "client_id": "ptguard-app", "name": "Sandbox EHR"}]},
+                    indent=2,
+                )
+                + "\n",
+                encoding="utf-8",
+            )
+            app = create_app(
+                {
+                    "DATABASE_URL": db_url,
+                    "CDS_ISSUERS_FILE": str(cds_issuers),
+                    "PTGUARD_SMART_ISSUERS": str(smart_issuers),
+                    "PUBLIC_BASE_URL": web.url,
+                    "SECRET_KEY": secrets.token_hex(32),
+                    "SESSION_COOKIE_SECURE": False,  # plain http on loopback (PTGUARD_INSECURE_COOKIES=1)
+                    "SESSION_COOKIE_SAMESITE": "Lax",  # browsers drop SameSite=None cookies that are not Secure
+                }
+            )
+            web.set_app(app)
+            self._mark("apps", t)
             fhir_url = fhir_ready.result()
             self._mark("fhir_server", started)
-            migrated.result()
         t = time.monotonic()
         report = _load_fixtures(fhir_url, self.fixtures_dir)
         self._mark("fixtures", t)
@@ -174,50 +220,15 @@ class DemoStack:
         auth = SmartAuthServer(
             fhir_url=fhir_url,
             host=self.host,
-            port=self._port(1),
+            port=auth_port,
             clients=[ptguard_app_client(web.url + "/app/callback", launch_uri=web.url + "/app/launch")],
         )
         auth.start()
         self._servers.append(auth)
-
-        settings = SimulatorSettings(
-            fhir_url=fhir_url,
-            cds_base=web.url,
-            cds_fhir_server=auth.fhir_base,
-            token_provider=lambda patient: mint_ehr_token(auth, patient),
-            auth_url=auth.url,
-            launch_iss=auth.fhir_base,
-            app_launch_url=web.url + "/app/launch",
-            database_url=db_url,
-        )
-        sim = EhrSimulator(settings, host=self.host, port=sim_server_port)
-        self._servers.append(sim)
-
-        cds_issuers = self.var_dir / "cds-issuers.json"
-        cds_issuers.write_text(json.dumps(sim.issuer_entry(), indent=2) + "\n", encoding="utf-8")
-        smart_issuers = self.var_dir / "smart-issuers.json"
-        smart_issuers.write_text(
-            json.dumps(
-                {"issuers": [{"fhir_base": auth.fhir_base, "client_id": "ptguard-app", "name": "Sandbox EHR"}]},
-                indent=2,
-            )
-            + "\n",
-            encoding="utf-8",
-        )
-        from webapp import create_app
-
-        app = create_app(
-            {
-                "DATABASE_URL": db_url,
-                "CDS_ISSUERS_FILE": str(cds_issuers),
-                "PTGUARD_SMART_ISSUERS": str(smart_issuers),
-                "PUBLIC_BASE_URL": web.url,
-                "SECRET_KEY": secrets.token_hex(32),
-                "SESSION_COOKIE_SECURE": False,  # plain http on loopback (PTGUARD_INSECURE_COOKIES=1)
-                "SESSION_COOKIE_SAMESITE": "Lax",  # browsers drop SameSite=None cookies that are not Secure
-            }
-        )
-        web.set_app(app)
+        auth_holder.append(auth)
+        if auth.fhir_base != auth_fhir_base:
+            raise PtguardError(f"the authorization server listens at {auth.fhir_base}, not {auth_fhir_base}")
+        settings.fhir_url = fhir_url
         web.start()
         sim.start()
         self._mark("servers", t)
@@ -249,6 +260,13 @@ class DemoStack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _free_port(host: str) -> int:
+    """A port that was free a moment ago (for a server that binds only when started)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def _migrate(db_url: str) -> None:
