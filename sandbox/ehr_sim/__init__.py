@@ -28,7 +28,7 @@ class EhrSimulator(ThreadedServer):
 
     def issuer_entry(self) -> dict[str, Any]:
         """The ptguard CDS issuers-file entry that trusts this simulator (key by URL, ES384)."""
-        return {self.settings.public_url: {"jwks_url": self.jwks_url, "algorithms": ["ES384"]}}
+        return {self.settings.public_url or self.url: {"jwks_url": self.jwks_url, "algorithms": ["ES384"]}}
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving and close the simulator's HTTP sessions."""

@@ -99,8 +99,9 @@ def schedule(client: FhirClient) -> list[PatientRow]:
         pid = str(p.get("id"))
         patients[pid] = PatientRow(pid, patient_name(p), p.get("birthDate"), p.get("gender"), fixture_id(p))
     for cov in found["Coverage"]:
-        pid = _ref_id(cov.get("beneficiary"), "Patient")
-        if pid in patients and cov.get("status", "active") == "active":
+        beneficiary = _ref_id(cov.get("beneficiary"), "Patient")
+        if beneficiary is not None and beneficiary in patients and cov.get("status", "active") == "active":
+            pid = beneficiary
             payors = [p.get("display") for p in cov.get("payor") or [] if isinstance(p, dict) and p.get("display")]
             patients[pid].payer = payors[0] if payors else patients[pid].payer
     by_encounter: dict[str, list[str]] = {}
@@ -127,9 +128,10 @@ def schedule(client: FhirClient) -> list[PatientRow]:
         for eid in encounters:
             claims[eid] = (str(claim.get("id")), billed)
     for enc in found["Encounter"]:
-        pid = _ref_id(enc.get("subject"), "Patient")
-        if pid not in patients:
+        subject = _ref_id(enc.get("subject"), "Patient")
+        if subject is None or subject not in patients:
             continue
+        pid = subject
         eid = str(enc.get("id"))
         claim_id, billed = claims.get(eid, (None, []))
         patients[pid].encounters.append(

@@ -120,3 +120,51 @@ def test_demo_stack_in_process_stops_its_threads_and_node(tmp_path: Path) -> Non
             break
         time.sleep(0.1)
     assert not left, left
+
+
+# ---------------------------------------------------------------------------------------------- simulator pieces
+
+
+def test_simulator_jwt_is_accepted_by_the_cds_verifier_and_only_for_its_audience() -> None:
+    from cds_hooks.jwt import AuthError, MemoryReplayCache, Verifier, parse_issuers
+    from sandbox.ehr_sim import SigningKey
+
+    key = SigningKey()
+    iss, aud = "http://127.0.0.1:9/", "http://127.0.0.1:8/cds-services/ptguard-97530-signing"
+    verifier = Verifier(
+        parse_issuers({iss: {"jwks": key.jwks(), "algorithms": ["ES384"]}}), replay=MemoryReplayCache(), leeway=60
+    )
+    token = key.caller_jwt(iss, aud)
+    caller = verifier.verify(f"Bearer {token}", aud)
+    assert caller.iss == iss
+    with pytest.raises(AuthError):  # the same jti again
+        verifier.verify(f"Bearer {token}", aud)
+    with pytest.raises(AuthError):  # another URL
+        verifier.verify(f"Bearer {key.caller_jwt(iss, aud)}", aud + "/feedback")
+    assert "d" not in key.jwks()["keys"][0]  # the private part is never published
+
+
+def test_prefetch_templates_are_filled_from_context_and_user() -> None:
+    from sandbox.ehr_sim.cds_client import fill_template
+
+    context = {"patientId": "p1", "encounterId": "e1", "draftOrders": {"resourceType": "Bundle"}}
+    assert fill_template("Procedure?encounter=Encounter/{{context.encounterId}}", context, None) == (
+        "Procedure?encounter=Encounter/e1"
+    )
+    assert fill_template("Patient/{{ context.patientId }}", context, None) == "Patient/p1"
+    assert fill_template("Practitioner/{{userPractitionerId}}", context, "Practitioner/u9") == "Practitioner/u9"
+    assert fill_template("Practitioner/{{userPractitionerId}}", context, "PractitionerRole/r1") is None
+    assert fill_template("X?y={{context.draftOrders}}", context, None) is None  # not a primitive: left out
+    assert fill_template("X?y={{context.missing}}", context, None) is None
+
+
+def test_card_markdown_is_rendered_without_raw_html_or_script_links() -> None:
+    from sandbox.ehr_sim.app import render_markdown
+
+    html = str(
+        render_markdown("**Fix**: add <script>alert(1)</script> [x](javascript:alert(1)) [ok](https://a.example)")
+    )
+    assert "<strong>Fix</strong>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert 'href="javascript:' not in html
+    assert '<a href="https://a.example">ok</a>' in html
