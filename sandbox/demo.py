@@ -71,6 +71,8 @@ class DemoStack:
     fixtures_dir: Path | None = None
     database_url: str | None = None
     keep_data: bool = False
+    external_fhir: str | None = None  # use this FHIR R4 base instead of starting the Node server
+    load: bool = True  # load the fixtures (conditional creates: a second load creates nothing)
     log_to_files: bool = True
     timings: dict[str, float] = field(default_factory=dict)
     urls: DemoUrls | None = None
@@ -148,9 +150,14 @@ class DemoStack:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 with contextlib.suppress(FileNotFoundError):
                     (self.var_dir / f"ptguard.sqlite3{suffix}").unlink()
-        self.fhir = FhirServerProcess(port=self._port(0), host=self.host, log_path=self.var_dir / "fhir-server.log")
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="demo-start") as pool:
-            fhir_ready: Future[str] = pool.submit(self.fhir.start)
+            if self.external_fhir:
+                fhir_ready: Future[str] = pool.submit(_check_fhir, self.external_fhir)
+            else:
+                self.fhir = FhirServerProcess(
+                    port=self._port(0), host=self.host, log_path=self.var_dir / "fhir-server.log"
+                )
+                fhir_ready = pool.submit(self.fhir.start)
             # While Node loads its definitions (about 1 s): bind our sockets, import and build the web app,
             # migrate the store. Everything that needs the FHIR server's URL is filled in afterwards.
             t = time.monotonic()
@@ -208,13 +215,14 @@ class DemoStack:
             self._mark("apps", t)
             fhir_url = fhir_ready.result()
             self._mark("fhir_server", started)
-        t = time.monotonic()
-        report = _load_fixtures(fhir_url, self.fixtures_dir)
-        self._mark("fixtures", t)
-        log.info("fixtures: %d created, %d already there", report.created_count, report.existing_count)
-        if not report.ok:
-            failed = [f.path.name for f in report.files if not f.ok]
-            raise PtguardError(f"fixtures failed to load: {', '.join(failed)} (see {self.var_dir}/fhir-server.log)")
+        if self.load:
+            t = time.monotonic()
+            report = _load_fixtures(fhir_url, self.fixtures_dir)
+            self._mark("fixtures", t)
+            log.info("fixtures: %d created, %d already there", report.created_count, report.existing_count)
+            if not report.ok:
+                failed = [f.path.name for f in report.files if not f.ok]
+                raise PtguardError(f"fixtures failed to load: {', '.join(failed)} (see {self.var_dir}/*.log)")
 
         t = time.monotonic()
         auth = SmartAuthServer(
@@ -260,6 +268,18 @@ class DemoStack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _check_fhir(base: str) -> str:
+    """An external FHIR base answers `metadata` (or a search) without a token; returns it without a trailing slash."""
+    from ptguard.fhir.client import FhirClient
+
+    with FhirClient(base, timeout=15.0) as client:
+        try:
+            client.capabilities()
+        except PtguardError:
+            client.search_bundle("Patient", {"_count": "1"})
+    return base.rstrip("/")
 
 
 def _free_port(host: str) -> int:
@@ -350,6 +370,13 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--var-dir", type=Path, default=DEFAULT_VAR_DIR, help="logs, keys, database (default var/demo)")
     parser.add_argument("--fixtures", type=Path, default=None, help="fixture Bundles to load (default fhir_fixtures/)")
     parser.add_argument(
+        "--fhir",
+        metavar="URL",
+        default=None,
+        help="use this FHIR R4 server (no token; e.g. a HAPI server) instead of starting the in-memory one",
+    )
+    parser.add_argument("--no-load", action="store_true", help="do not load the fixtures (they are already there)")
+    parser.add_argument(
         "--database-url",
         default=os.environ.get("PTGUARD_DEMO_DATABASE_URL"),
         help="store (default: a fresh SQLite file in the var dir)",
@@ -377,6 +404,8 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
         fixtures_dir=args.fixtures,
         database_url=args.database_url,
         keep_data=args.keep_data,
+        external_fhir=args.fhir,
+        load=not args.no_load,
     )
     previous = (
         signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
@@ -397,7 +426,7 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
         out.flush()
         while True:
             time.sleep(0.5)
-            if stack.fhir is None or not stack.fhir.running:
+            if stack.fhir is not None and not stack.fhir.running:
                 print(f"ptguard demo: the FHIR server stopped (see {args.var_dir}/fhir-server.log)", file=sys.stderr)
                 return 1
     except (KeyboardInterrupt, _StopRequestedError):

@@ -168,3 +168,28 @@ def test_card_markdown_is_rendered_without_raw_html_or_script_links() -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert 'href="javascript:' not in html
     assert '<a href="https://a.example">ok</a>' in html
+
+
+def test_demo_against_an_external_fhir_server_signs_a_note(tmp_path: Path) -> None:
+    from sandbox.demo import DemoStack
+    from sandbox.fhir_server import FhirServerProcess
+
+    with FhirServerProcess(log_path=tmp_path / "external.log") as external:
+        assert external.base_url is not None
+        with DemoStack(var_dir=tmp_path / "demo", external_fhir=external.base_url + "/") as stack:
+            assert stack.fhir is None and stack.urls is not None
+            assert stack.urls.fhir == external.base_url
+            with requests.Session() as http:
+                page = http.get(stack.urls.simulator, timeout=10).text
+                row = re.search(
+                    r'data-encounter="enc-cigna-01".*?name="patient" value="([^"]+)".*?name="encounter" value="([^"]+)"',
+                    page,
+                    re.S,
+                )
+                assert row is not None
+                answer = http.post(
+                    stack.urls.simulator + "sign", data={"patient": row[1], "encounter": row[2]}, timeout=30
+                )
+                assert answer.status_code == 200 and "/calls/" in answer.url
+                assert 'data-indicator="critical"' in answer.text, answer.text
+        assert external.running  # the demo never stops a server it did not start
