@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import html
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -14,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from ptguard.errors import ConfigError
 from ptguard.fhir import codes
 from ptguard.fhir.dates import has_zone, minutes_between, parse_date, parse_datetime
 from ptguard.fhir.load import LoadResult, Resource
@@ -28,6 +30,7 @@ Role = Literal["therapist", "assistant", "unknown"]
 Discipline = Literal["PT", "OT", "unknown"]
 _MIN_IN_TEXT = re.compile(r"\b(\d{1,3})\s*(?:min(?:ute)?s?)\b", re.IGNORECASE)
 _TAGS = re.compile(r"<[^>]+>")
+_NOT_HELD = frozenset({"cancelled", "entered-in-error"})
 _PROGRESS = re.compile(r"progress (report|note)|re-?evaluation|recertif", re.IGNORECASE)
 
 
@@ -210,6 +213,21 @@ def _number(value: Any) -> float | None:
     return None
 
 
+MAX_MINUTES = 8 * 60  # longer than any single outpatient therapy code in one visit: treated as a data error
+_HOURS = frozenset({"h", "hr", "hour", "hours"})
+
+
+def _minutes_value(value: Any) -> int | None:
+    """Minutes from an integer or a Quantity (min or h), rounded to the nearest whole minute."""
+    number = _number(value)
+    if number is None:
+        return None
+    unit = str(value.get("code") or value.get("unit") or "min").lower() if isinstance(value, dict) else "min"
+    if unit in _HOURS:
+        number *= 60
+    return round(number) if math.isfinite(number) and abs(number) < 1e9 else -1
+
+
 def _money(value: Any) -> float | None:
     return _number(value) if isinstance(value, dict) else None
 
@@ -232,26 +250,38 @@ def _human_name(resource: Resource | None) -> str:
     return ""
 
 
+_INVISIBLE = re.compile(r"(?is)<\s*(script|style|head|template)\b.*?<\s*/\s*\1\s*>|<!--.*?-->")
+
+
 def html_to_text(markup: str) -> str:
-    """Visible text of an XHTML/HTML fragment, block elements turned into line breaks."""
+    """Visible text of an XHTML/HTML fragment (no script, style or comments), blocks turned into line breaks."""
+    markup = _INVISIBLE.sub(" ", markup)
     markup = re.sub(r"(?i)<\s*(br|/p|/div|/li|/tr|/h\d)\s*/?>", "\n", markup)
     return html.unescape(_TAGS.sub(" ", markup)).replace("\xa0", " ")
 
 
+class AttachmentError(ValueError):
+    """Why an attachment's text could not be read (shown as a data-quality finding)."""
+
+
 def _attachment_text(att: dict[str, Any]) -> str | None:
+    """Text of an inline attachment; None when it has no inline data; AttachmentError when it is unreadable."""
     data = att.get("data")
     if not isinstance(data, str):
         return None
-    try:
-        raw = base64.b64decode(data, validate=False)
-    except (binascii.Error, ValueError):
-        return None
-    text = raw.decode("utf-8", errors="replace")
     ctype = str(att.get("contentType") or "text/plain").lower()
+    if not (ctype.startswith("text/") or "html" in ctype or "xml" in ctype):
+        raise AttachmentError(f"attachment is {ctype.split(';')[0]}, not text; its content was not read")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise AttachmentError("attachment data is not valid base64") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
     if "html" in ctype or "xml" in ctype:
         text = html_to_text(text)
-    elif not ctype.startswith("text/"):
-        return None
     return text
 
 
@@ -285,17 +315,23 @@ class _PayerMap:
         if path is not None:
             import yaml
 
-            from ptguard.errors import ConfigError
-
             try:
                 data = yaml.safe_load(path.read_text())
             except (OSError, yaml.YAMLError) as exc:
                 raise ConfigError(f"payer map cannot be read ({exc.__class__.__name__})", where=str(path)) from None
         else:
             data = table("payer-map")
-        self.system = data.get("identifier_system", PAYER_ID_SYSTEM)
-        self.patterns = [(re.compile(p["pattern"], re.IGNORECASE), p["payer"]) for p in data.get("name_patterns", [])]
-        self.default = data.get("default", "default-commercial")
+        where = str(path) if path is not None else "rules/data/payer-map.yaml"
+        if not isinstance(data, dict) or not isinstance(data.get("name_patterns", []), list):
+            raise ConfigError("the payer map must be a mapping with a name_patterns list", where=where)
+        self.system = str(data.get("identifier_system", PAYER_ID_SYSTEM))
+        self.patterns: list[tuple[re.Pattern[str], str]] = []
+        for i, item in enumerate(data.get("name_patterns", [])):
+            try:
+                self.patterns.append((re.compile(str(item["pattern"]), re.IGNORECASE), str(item["payer"])))
+            except (KeyError, TypeError, re.error) as exc:
+                raise ConfigError(f"name_patterns[{i}]: {type(exc).__name__} {exc}", where=where) from None
+        self.default = str(data.get("default", "default-commercial"))
 
     def payer_for(self, org: Resource | None, display: str) -> str:
         if org:
@@ -339,9 +375,26 @@ class ChartBuilder:
         self._group()
 
     # grouping: one pass per resource type, each reference resolved once
-    def _key(self, reference: Any, source: Resource) -> int | None:
+    def _key(self, reference: Any, source: Resource, path: str = "reference") -> int | None:
         target = self.index.resolve(reference, source)
-        return id(target) if target is not None else None
+        if target is None:
+            ref = ref_string(reference)
+            if ref:
+                self._unresolved(source, path, ref)
+            return None
+        return id(target)
+
+    def _unresolved(self, source: Resource, path: str, ref: str) -> None:
+        self.unresolved_count += 1
+        if len(self.load_findings) < 50:
+            self.load_findings.append(
+                data_quality(
+                    "missing-reference",
+                    f"{path} points to {ref[:80]}, which is not in the data",
+                    self.index.label(source),
+                    severity="warning",
+                )
+            )
 
     def _patient_key(self, resource: Resource, *paths: str) -> int | str | None:
         for path in paths:
@@ -356,9 +409,11 @@ class ChartBuilder:
 
     def _group(self) -> None:
         ix = self.index
+        self.load_findings: list[Finding] = []
+        self.unresolved_count = 0
         self.procs_by_enc: dict[int, list[Resource]] = defaultdict(list)
         for p in ix.of_type("Procedure"):
-            k = self._key(p.get("encounter") or p.get("context"), p)
+            k = self._key(p.get("encounter") or p.get("context"), p, "Procedure.encounter")
             if k is not None:
                 self.procs_by_enc[k].append(p)
         self.items_by_enc: dict[int, list[tuple[Resource, dict[str, Any]]]] = defaultdict(list)
@@ -367,11 +422,21 @@ class ChartBuilder:
             pk = self._patient_key(claim, "patient")
             if pk is not None:
                 self.claims_by_patient[pk].append(claim)
-            for item in claim.get("item") or []:
+            items = claim.get("item")
+            if items is not None and not (isinstance(items, list) and all(isinstance(i, dict) for i in items)):
+                self.load_findings.append(
+                    data_quality(
+                        "bad-claim-items",
+                        "Claim.item is not a list of line objects; its lines could not be read",
+                        ix.label(claim),
+                        severity="warning",
+                    )
+                )
+            for item in items if isinstance(items, list) else []:
                 if not isinstance(item, dict):
                     continue
                 for enc_ref in item.get("encounter") or []:
-                    k = self._key(enc_ref, claim)
+                    k = self._key(enc_ref, claim, "Claim.item.encounter")
                     if k is not None:
                         self.items_by_enc[k].append((claim, item))
         self.docs_by_enc: dict[int, list[Resource]] = defaultdict(list)
@@ -380,7 +445,7 @@ class ChartBuilder:
             for enc_ref in (
                 (doc.get("context") or {}).get("encounter") or [] if isinstance(doc.get("context"), dict) else []
             ):
-                k = self._key(enc_ref, doc)
+                k = self._key(enc_ref, doc, "DocumentReference.context.encounter")
                 if k is not None:
                     self.docs_by_enc[k].append(doc)
             pk = self._patient_key(doc, "subject")
@@ -425,7 +490,27 @@ class ChartBuilder:
         return bool(self._encounter_codes(enc) & self.therapy_codes)
 
     def therapy_encounters(self) -> list[Resource]:
-        return [e for e in self.index.of_type("Encounter") if self.is_therapy_encounter(e)]
+        """Therapy encounters that happened (cancelled and entered-in-error ones are left out, with a note)."""
+        out: list[Resource] = []
+        seen: set[str] = set()
+        for e in self.index.of_type("Encounter"):
+            if not self.is_therapy_encounter(e):
+                continue
+            label = self.index.label(e)
+            if e.get("status") in _NOT_HELD:
+                self.load_findings.append(
+                    data_quality("encounter-not-held", f"Encounter status is {e.get('status')}; not checked", label)
+                )
+                continue
+            if e.get("id") and label in seen:
+                self.load_findings.append(
+                    data_quality(
+                        "duplicate-id", "two Encounters share this id; both are checked", label, severity="warning"
+                    )
+                )
+            seen.add(label)
+            out.append(e)
+        return out
 
     def _therapy_dates_for(self, pk: int | str) -> list[date]:
         if pk not in self._therapy_dates:
@@ -455,8 +540,25 @@ class ChartBuilder:
                     "no-date", "Encounter has no period.start; date-based rules skipped", ref, severity="warning"
                 )
             )
+        elif parse_date(start_raw) is None:
+            findings.append(
+                data_quality(
+                    "bad-date",
+                    f"Encounter.period.start {str(start_raw)[:40]!r} is not a valid date; date-based rules skipped",
+                    ref,
+                    severity="warning",
+                )
+            )
         elif not has_zone(start_raw):
             findings.append(data_quality("no-timezone", "Encounter.period.start has no timezone offset", ref))
+        elif isinstance(start_raw, str) and len(start_raw) < 10:
+            findings.append(
+                data_quality(
+                    "partial-date",
+                    f"Encounter.period.start {start_raw!r} gives no day; the first of the period was used",
+                    ref,
+                )
+            )
         visit_date = parse_date(start_raw)
         patient = ix.resolve(encounter.get("subject"), encounter)
         pk: int | str | None = id(patient) if patient is not None else ref_string(encounter.get("subject"))
@@ -529,9 +631,9 @@ class ChartBuilder:
                 visit.findings.extend(validate(p, pref))
             minutes: int | None = None
             source = "none"
-            ext = _number(_ext_value(p, "timed-minutes"))
+            ext = _minutes_value(_ext_value(p, "timed-minutes"))
             if ext is not None:
-                minutes, source = int(ext), "timed-minutes extension"
+                minutes, source = ext, "timed-minutes extension"
             else:
                 period = _obj(p, "performedPeriod")
                 span = minutes_between(period.get("start"), period.get("end"))
@@ -543,6 +645,16 @@ class ChartBuilder:
                         if m:
                             minutes, source = int(m.group(1)), "Procedure.note"
                             break
+            if minutes is not None and not 0 <= minutes <= MAX_MINUTES:
+                visit.findings.append(
+                    data_quality(
+                        "implausible-minutes",
+                        f"{code}: {minutes} minutes (from {source}) is not a plausible treatment time; ignored",
+                        pref,
+                        severity="warning",
+                    )
+                )
+                minutes, source = None, "none"
             if minutes is None and code in self.timed_codes:
                 visit.findings.append(
                     data_quality(
@@ -614,6 +726,17 @@ class ChartBuilder:
             seq = item.get("sequence") if isinstance(item.get("sequence"), int) else None
             pointers = [p for p in item.get("diagnosisSequence") or [] if isinstance(p, int)]
             diagnoses = tuple(dx[p] for p in pointers if p in dx) or tuple(dx.values())
+            units = _number(item.get("quantity"))
+            if item.get("quantity") is not None and (units is None or units < 0 or units > 96):
+                visit.findings.append(
+                    data_quality(
+                        "bad-units",
+                        f"{code}: quantity {str(item.get('quantity'))[:40]} is not a usable number of units; billed units unknown",
+                        f"{ix.label(claim)}#item{item.get('sequence', '?')}",
+                        severity="warning",
+                    )
+                )
+                units = None
             visit.billed.append(
                 BilledLine(
                     reference=f"{ix.label(claim)}#item{seq if seq is not None else '?'}",
@@ -621,7 +744,7 @@ class ChartBuilder:
                     sequence=seq,
                     code=code,
                     modifiers=_modifier_codes(item.get("modifier") or []),
-                    units=_number(item.get("quantity")),
+                    units=units,
                     net=_money(item.get("net")),
                     diagnoses=diagnoses,
                 )
@@ -689,7 +812,11 @@ class ChartBuilder:
                 att = content.get("attachment") if isinstance(content, dict) else None
                 if not isinstance(att, dict):
                     continue
-                text = _attachment_text(att)
+                try:
+                    text = _attachment_text(att)
+                except AttachmentError as exc:
+                    visit.findings.append(data_quality("note-unreadable", str(exc), dref, severity="warning"))
+                    continue
                 if text is None:
                     if att.get("url") and not att.get("data"):
                         visit.findings.append(

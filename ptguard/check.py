@@ -36,27 +36,46 @@ class CheckReport:
         }
 
 
-def expand_inputs(paths: list[str | Path]) -> list[Path]:
-    """Files as given; a directory stands for the *.json and *.ndjson files directly inside it."""
-    out: list[Path] = []
+INPUT_SUFFIXES = frozenset({".json", ".ndjson", ".xml"})
+
+
+def expand_inputs(paths: list[str | Path]) -> list[tuple[Path, bool]]:
+    """(file, named explicitly) pairs; a directory stands for the FHIR files directly inside it."""
+    out: list[tuple[Path, bool]] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(x for x in p.iterdir() if x.suffix in {".json", ".ndjson"} and x.is_file())
+            found = sorted(x for x in p.iterdir() if x.suffix in INPUT_SUFFIXES and x.is_file())
             if not found:
-                raise InputError("directory holds no .json or .ndjson files", where=str(p))
-            out.extend(found)
+                raise InputError("directory holds no .json, .ndjson or .xml files", where=str(p))
+            out.extend((f, False) for f in found)
         else:
-            out.append(p)
+            out.append((p, True))
     return out
 
 
+def _label(files: list[tuple[Path, bool]]) -> str:
+    return str(files[0][0]) if len(files) == 1 else f"{len(files)} input files"
+
+
 def load_inputs(paths: list[str | Path]) -> LoadResult:
-    """Load every input file into one collection (references resolve across files)."""
+    """Load every input into one collection (references resolve across files).
+
+    A file named on the command line must load; a bad file found in a directory is a data-quality finding
+    and the others are still read.
+    """
     files = expand_inputs(paths)
-    merged = LoadResult(source=", ".join(str(f) for f in files))
-    for f in files:
-        part = load_path(f)
+    merged = LoadResult(source=_label(files))
+    for f, explicit in files:
+        try:
+            part = load_path(f)
+        except InputError as exc:
+            if explicit:
+                raise
+            merged.findings.append(
+                data_quality("unreadable-file", f"skipped: {exc.message}", str(f), severity="warning")
+            )
+            continue
         merged.resources.extend(part.resources)
         merged.full_urls.extend(part.full_urls)
         merged.findings.extend(part.findings)
@@ -75,20 +94,30 @@ def run_check(
 ) -> CheckReport:
     """Load, assemble visits, evaluate each against its payer's criteria."""
     loaded = load_inputs(paths)
-    report = CheckReport(sources=[str(p) for p in expand_inputs(paths)], data_quality=list(loaded.findings))
+    report = CheckReport(sources=[str(p) for p, _ in expand_inputs(paths)], data_quality=list(loaded.findings))
     report.resource_count = len(loaded.resources)
     if not loaded.resources:
         why = loaded.findings[0].message if loaded.findings else "no FHIR resources in the input"
         raise InputError(why, where=loaded.source)
-    _builder, visits = build_visits(
+    builder, visits = build_visits(
         loaded,
         encounter_id=encounter,
         payer_override=payer,
         payer_map=payer_map,
         validate_limit=validate_limit,
     )
+    report.data_quality.extend(builder.load_findings)
+    if builder.unresolved_count > len([f for f in builder.load_findings if f.id == "data-quality.missing-reference"]):
+        report.data_quality.append(
+            data_quality(
+                "missing-reference",
+                f"{builder.unresolved_count} references in all do not resolve; the first 50 are listed",
+                loaded.source,
+                severity="warning",
+            )
+        )
     if encounter is not None and not visits:
-        raise NotFoundError(f"no Encounter with id {encounter!r} in the input", where=loaded.source)
+        raise NotFoundError(f"no Encounter with id {encounter!r} in {loaded.source}")
     if validate_limit is not None and len(visits) > validate_limit > 0:
         report.data_quality.append(
             data_quality(

@@ -6,19 +6,28 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 
 from ptguard import __version__
-from ptguard.errors import InputError, PtguardError
+from ptguard.errors import ConfigError, InputError, PtguardError
 from ptguard.findings import Finding
 
 # Modules that contribute subcommands through add_cli(subparsers); missing optional ones are skipped.
-COMMAND_MODULES: tuple[str, ...] = ("ptguard.fixtures_load", "sandbox.cli", "sandbox.demo", "ptguard.remit.commands", "ptguard.appeals.cli", "ptguard.cds_feedback", "webapp.serve")
+COMMAND_MODULES: tuple[str, ...] = (
+    "ptguard.fixtures_load",
+    "sandbox.cli",
+    "sandbox.demo",
+    "ptguard.remit.commands",
+    "ptguard.appeals.cli",
+    "ptguard.cds_feedback",
+    "webapp.serve",
+)
 
 _MARK = {"critical": "✗ CRITICAL", "warning": "! WARNING ", "info": "· info    "}
 
@@ -42,15 +51,27 @@ def _print_finding(f: Finding, out: TextIO, *, verbose: bool) -> None:
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     from ptguard.check import DEFAULT_VALIDATE_LIMIT, run_check
+    from ptguard.config import load_settings
 
+    settings = load_settings()
+    criteria_dir = Path(args.criteria_dir) if args.criteria_dir else settings.criteria_dir
+    if not criteria_dir.is_dir():
+        raise ConfigError("the criteria directory does not exist", where=str(criteria_dir))
+    if settings.payer_map is not None and not settings.payer_map.is_file():
+        raise ConfigError("PTGUARD_PAYER_MAP does not name a readable file", where=str(settings.payer_map))
+    if args.payer is not None and not args.payer.strip():
+        raise InputError("--payer needs a payer id (e.g. aetna, medicare)")
     report = run_check(
         args.bundle,
         encounter=args.encounter,
         payer=args.payer,
         method=args.method,
-        criteria_dir=Path(args.criteria_dir) if args.criteria_dir else Path(__file__).parent / "rules" / "criteria",
+        criteria_dir=criteria_dir,
+        payer_map=settings.payer_map,
         validate_limit={"all": None, "none": 0}.get(args.validate, DEFAULT_VALIDATE_LIMIT),
     )
+    if args.format == "text":
+        out = cast(TextIO, _SafeText(out))
     if args.format == "json":
         _dump(report.to_dict(), out)
         return 0
@@ -59,7 +80,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     for ev in report.evaluations:
         v = ev.visit
         when = v.visit_date.isoformat() if v.visit_date else "date unknown"
-        out.write(f"\n{v.encounter_reference} · {when} · {v.patient_name or v.patient_reference}\n")
+        out.write("\n")
+        out.write(f"{v.encounter_reference} · {when} · {v.patient_name or v.patient_reference}\n")
         out.write(
             f"  payer      {ev.payer.payer} ({v.payer_name or ev.payer.name}); policy {ev.payer.policy.label()}\n"
         )
@@ -77,7 +99,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
                 _print_finding(f, out, verbose=True)
         out.write(f"  summary    {len(problems)} problem(s), {len(met)} criteria met\n")
     if report.data_quality:
-        out.write(f"\n{len(report.data_quality)} data-quality note(s) about the input")
+        out.write("\n")
+        out.write(f"{len(report.data_quality)} data-quality note(s) about the input")
         out.write(":\n" if args.all else " (use --all to list them).\n")
         if args.all:
             for f in report.data_quality:
@@ -85,29 +108,67 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+_CODE = re.compile(r"[0-9A-Z]{5}")
+MAX_CLI_MINUTES = 24 * 60
+
+
 def _parse_minutes(items: Sequence[str]) -> dict[str, int]:
     minutes: dict[str, int] = {}
     for item in items:
         code, sep, value = item.partition("=")
-        code = code.strip().upper()
-        if not sep or not code or not value.strip().isdigit():
-            raise InputError(f"{item!r} is not CODE=MINUTES (e.g. 97530=31)")
-        minutes[code] = minutes.get(code, 0) + int(value)
+        code, value = code.strip().upper(), value.strip()
+        if not sep or not _CODE.fullmatch(code) or not (value.isascii() and value.isdigit()):
+            raise InputError(f"{item[:40]!r} is not CODE=MINUTES with a 5-character code (e.g. 97530=31)")
+        total = minutes.get(code, 0) + int(value)
+        if total > MAX_CLI_MINUTES:
+            raise InputError(f"{code}: {total} minutes is more than a day; give the minutes of one date of service")
+        minutes[code] = total
     return minutes
 
 
 def cmd_units(args: argparse.Namespace, out: TextIO) -> int:
+    from ptguard.rules.tables import table
     from ptguard.rules.units import UnitRule, compute_units
 
     minutes = _parse_minutes(args.minutes)
-    result = compute_units(minutes, args.method, UnitRule.on())
+    codes = table("therapy-codes")
+    untimed = {c: 1 for c in minutes if c in codes["untimed"]}
+    unknown = sorted(c for c in minutes if c not in codes["timed"] and c not in untimed)
+    if unknown:
+        raise InputError(f"{', '.join(unknown)}: not a therapy code ptguard knows (see rules/data/therapy-codes.yaml)")
+    timed = {c: m for c, m in minutes.items() if c not in untimed}
+    result = compute_units(timed, args.method, UnitRule.on())
     if args.format == "json":
-        out.write(orjson.dumps(result.to_dict()).decode() + "\n")
+        value = result.to_dict()
+        if untimed:
+            value["untimed"] = untimed
+        out.write(orjson.dumps(value).decode() + "\n")
         return 0
     out.write(f"{result.method}: {result.total_minutes} timed minutes → {result.total_units} unit(s)\n")
     for code, n in result.units.items():
         out.write(f"  {code}: {minutes[code]} min → {n}\n")
+    for code in untimed:
+        out.write(f"  {code}: untimed — 1 unit per session whatever the minutes; not in the timed total\n")
     return 0
+
+
+class _SafeText:
+    """A text stream that shows control and bidi-override characters from the data as visible escapes."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        """Write text whose only real line breaks are trailing ones; any other control character is escaped."""
+        body = text.rstrip("\n")
+        tail = text[len(body) :]
+        return self._out.write(_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", body) + tail)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,9 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point: one-line errors on stderr, exit codes from ptguard.errors, never a traceback."""
     out = out or sys.stdout
-    logging.basicConfig(
-        level=os.environ.get("PTGUARD_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = os.environ.get("PTGUARD_LOG_LEVEL", "WARNING").upper()
+    if level not in logging.getLevelNamesMapping():
+        sys.stderr.write(f"ptguard: warning: PTGUARD_LOG_LEVEL={level[:20]!r} is not a log level; using WARNING\n")
+        level = "WARNING"
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -170,6 +233,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        if os.environ.get("PTGUARD_DEBUG"):
+            raise
+        sys.stderr.write(f"ptguard: error: cannot read or write ({exc.strerror or type(exc).__name__})\n")
+        return 74
     except Exception as exc:
         if os.environ.get("PTGUARD_DEBUG"):
             raise

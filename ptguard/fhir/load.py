@@ -89,6 +89,8 @@ def parse_json_bytes(raw: bytes, source: str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "UTF-8" in exc.msg or "surrogates" in exc.msg:
+            raise InputError("the file is not UTF-8 text (FHIR JSON must be UTF-8)", where=source) from None
         raise InputError(f"malformed JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", where=source) from None
 
 
@@ -160,7 +162,10 @@ def load_json_value(value: Any, source: str) -> LoadResult:
             )
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _add_resource(result, item, f"{source}[{i}]")
+            if isinstance(item, dict):
+                _add_resource(result, item, f"{source}[{i}]")
+        if not result.resources:
+            result.findings.append(data_quality("not-fhir", "JSON array holds no FHIR resources", source))
     elif isinstance(value, dict):
         embedded = list(_embedded_resources(value))
         for path, item in embedded:
@@ -268,6 +273,8 @@ def load_path(path: str | Path, *, max_bytes: int = MAX_BYTES_DEFAULT) -> LoadRe
         raise InputError("no such file", where=source)
     if p.is_dir():
         raise InputError("is a directory; give a file", where=source)
+    if not p.is_file():
+        raise InputError("is not a regular file (a device, pipe or socket); give a file", where=source)
     size = p.stat().st_size
     if size > max_bytes:
         raise InputError(

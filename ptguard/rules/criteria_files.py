@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
@@ -16,6 +17,7 @@ from ptguard.config import PACKAGE_DIR
 from ptguard.errors import NotFoundError, RuleFileError
 from ptguard.findings import Citation, Severity
 
+PAYER_ID = re.compile(r"[a-z][a-z0-9-]{0,49}")
 SCHEMA_PATH = PACKAGE_DIR.parent / "schemas" / "payer-criteria.schema.json"
 DEFAULT_CRITERIA_DIR = PACKAGE_DIR / "rules" / "criteria"
 
@@ -110,9 +112,14 @@ def _resolve(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], tuple[str, ...]]:
     if payer in chain:
         raise RuleFileError(f"'extends' forms a cycle: {' → '.join((*chain, payer))}", where=str(directory))
+    if not PAYER_ID.fullmatch(payer):
+        raise NotFoundError(
+            f"{payer!r} is not a payer id (lower-case letters, digits and '-'); known: {', '.join(available_payers(directory))}"
+        )
     path = directory / f"{payer}.yaml"
-    if not path.exists():
-        raise NotFoundError(f"no criteria file for payer {payer!r}", where=str(directory))
+    if not path.is_file():
+        known = ", ".join(available_payers(directory)) or "none"
+        raise NotFoundError(f"no criteria file for payer {payer!r}; known payers: {known}", where=str(directory))
     data = read_criteria_file(path)
     if data["payer"] != payer:
         raise RuleFileError(f"$.payer: {data['payer']!r} does not match the file name", where=str(path))
@@ -176,4 +183,9 @@ def load_payer(payer: str, directory: Path = DEFAULT_CRITERIA_DIR) -> PayerCrite
 
 def available_payers(directory: Path = DEFAULT_CRITERIA_DIR) -> list[str]:
     """Payer ids that have a criteria file (files starting with '_' are shared bases)."""
-    return sorted(p.stem for p in directory.glob("*.yaml") if not p.stem.startswith("_"))
+    return sorted(p.stem for p in directory.glob("*.yaml") if PAYER_ID.fullmatch(p.stem))
+
+
+def known_payer(payer: str, directory: Path = DEFAULT_CRITERIA_DIR) -> bool:
+    """True when `payer` is a well-formed id with a criteria file (safe to pass to load_payer)."""
+    return bool(PAYER_ID.fullmatch(payer)) and (directory / f"{payer}.yaml").is_file()

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ptguard.chart import TherapyVisit
-from ptguard.findings import Citation, Evidence, Finding, Severity, Status, sort_findings
+from ptguard.findings import Citation, Evidence, Finding, Severity, Status, data_quality, sort_findings
 from ptguard.rules import narrative
-from ptguard.rules.criteria_files import DEFAULT_CRITERIA_DIR, Criterion, PayerCriteria, load_payer
+from ptguard.rules.criteria_files import DEFAULT_CRITERIA_DIR, Criterion, PayerCriteria, known_payer, load_payer
 from ptguard.rules.tables import effective_row, effective_rows, table
 from ptguard.rules.units import Method, UnitResult, UnitRule, compute_units
 
@@ -103,7 +103,7 @@ def _finding(
         fix = f"{fix} Example: “{crit.example}”"
     return Finding(
         id=crit.id,
-        title=crit.title,
+        title=crit.title if status != "met" else crit.checks,
         status=status,
         severity=sev,
         message=message,
@@ -306,7 +306,10 @@ def check_units_per_session(ctx: Context, crit: Criterion) -> Finding | None:
     units = billed if billed is not None else ctx.supported.units.get(TARGET_CODE)
     if units is None or units <= limit:
         return _finding(
-            crit, "met", f"{TARGET_CODE} units ({_num(units or 0)}) within the expected {limit} per session.", ()
+            crit,
+            "met",
+            f"{_num(units or 0)} unit(s) of {TARGET_CODE}, within this payer's expected maximum of {limit} per session.",
+            (),
         )
     justification = ctx.notes.find("skilled-need")
     evidence = [Evidence(s.reference, narrative.quote(s.text)) for s in justification[:1]]
@@ -341,7 +344,7 @@ def check_episode_limits(ctx: Context, crit: Criterion) -> Finding | None:
 
 def check_diagnosis(ctx: Context, crit: Criterion) -> Finding | None:
     v = ctx.visit
-    if not v.billed:
+    if not v.billed or not ctx.has_target:
         return None
     if not v.diagnoses:
         return _finding(
@@ -383,7 +386,12 @@ def check_diagnosis(ctx: Context, crit: Criterion) -> Finding | None:
             evidence,
             severity="warning",
         )
-    return _finding(crit, "met", f"Diagnosis {', '.join(v.diagnoses)} is not restricted for {TARGET_CODE}.", evidence)
+    codes_text = ", ".join(v.diagnoses)
+    verb = "is" if len(v.diagnoses) == 1 else "are"
+    noun = "Diagnosis" if len(v.diagnoses) == 1 else "Diagnoses"
+    return _finding(
+        crit, "met", f"{noun} {codes_text} {verb} not restricted for {TARGET_CODE} by this payer.", evidence
+    )
 
 
 # ------------------------------------------------------------------ code pairs and modifiers
@@ -454,10 +462,10 @@ def check_ncci_bypass_risk(ctx: Context, crit: Criterion) -> Finding | None:
     pairs = ", ".join(f"{r['column1']}/{r['column2']}" for r in rows)
     distinct = ctx.notes.find("distinct-from-other-codes")
     evidence = [Evidence(s.reference, narrative.quote(s.text)) for s in distinct[:1]]
-    msg = f"{ctx.payer.name} is reported to deny the column-2 code of {pairs} even with a correct bypass modifier" + (
-        "; the note does document the separate service."
+    msg = f"{ctx.payer.name} is reported to deny the column-2 code of {pairs} even with a correct bypass modifier. " + (
+        "Keep the note's separate-service statement ready for an appeal."
         if evidence
-        else "; the note does not show separate time blocks."
+        else "The note does not show separate time blocks: add them before billing."
     )
     return _finding(crit, "at-risk", msg, evidence)
 
@@ -697,28 +705,33 @@ def check_progress_report(ctx: Context, crit: Criterion) -> Finding | None:
         return None
     every = int(effective_row("medicare-therapy", ctx.day)["progress_report_every_treatment_days"])
     since = v.treatment_days_since_report
-    basis = (
-        f"the last progress report on {v.last_progress_report.isoformat()}"
-        if v.last_progress_report
-        else f"the episode began on {v.episode_start.isoformat()} with no progress report since"
-    )
-    evidence = [Evidence(v.progress_report_reference or v.encounter_reference, f"treatment day {since} since {basis}")]
+    if v.last_progress_report:
+        where = f"after the progress report of {v.last_progress_report.isoformat()}"
+    else:
+        where = f"of the episode that began on {v.episode_start.isoformat()}, with no progress report yet"
+    evidence = [Evidence(v.progress_report_reference or v.encounter_reference, f"treatment day {since} {where}")]
     if since > every:
         return _finding(
             crit,
             "missing",
-            f"This is treatment day {since} since {basis}; a progress report is required at least every {every} treatment days.",
+            f"This is treatment day {since} {where}; a progress report is required at least every {every} treatment days.",
             evidence,
         )
     if since == every:
         return _finding(
             crit,
             "at-risk",
-            f"Treatment day {since} since {basis}: the progress report is due at this visit.",
+            f"This is treatment day {since} {where}: the progress report is due at this visit.",
             evidence,
             severity="warning",
         )
-    return _finding(crit, "met", f"Treatment day {since} since {basis}; a report is due by day {every}.", evidence)
+    if since == 0:
+        return _finding(
+            crit, "met", f"A progress report was written on this date ({_d(v.last_progress_report)}).", evidence
+        )
+    return _finding(
+        crit, "met", f"Treatment day {since} {where}; the next report is due by treatment day {every}.", evidence
+    )
 
 
 def check_plan_lists_code(ctx: Context, crit: Criterion) -> Finding | None:
@@ -770,6 +783,16 @@ def evaluate(
     today: date | None = None,
 ) -> Evaluation:
     """Run every criterion in effect on the visit date for the visit's (or the given) payer."""
+    if payer is None and not known_payer(visit.payer_id, criteria_dir):
+        visit.findings.append(
+            data_quality(
+                "unknown-payer",
+                f"the payer id {visit.payer_id[:60]!r} from the chart has no criteria file; default commercial criteria used",
+                visit.coverage_reference or visit.encounter_reference,
+                severity="warning",
+            )
+        )
+        visit.payer_id = "default-commercial"
     criteria = load_payer(payer or visit.payer_id, criteria_dir)
     day = visit.visit_date or today or date.today()
     codes_table = table("therapy-codes")

@@ -133,7 +133,7 @@ def test_code_systems_normalise(system: str, canonical: str) -> None:
 
 
 def test_note_attachment_forms_are_read() -> None:
-    from ptguard.chart import _attachment_text
+    from ptguard.chart import AttachmentError, _attachment_text
 
     html = base64.b64encode(b"<p>Lifted a crate.</p><p>Tolerated well &amp; safe.</p>").decode()
     assert "Tolerated well & safe." in (_attachment_text({"contentType": "text/html", "data": html}) or "")
@@ -141,4 +141,11 @@ def test_note_attachment_forms_are_read() -> None:
     assert (
         _attachment_text({"contentType": "text/plain; charset=utf-8", "data": plain}) == "Reached overhead – 3/10 pain"
     )
-    assert _attachment_text({"contentType": "application/pdf", "data": plain}) is None
+    with pytest.raises(AttachmentError, match="application/pdf"):
+        _attachment_text({"contentType": "application/pdf", "data": plain})
+    with pytest.raises(AttachmentError, match="base64"):
+        _attachment_text({"contentType": "text/plain", "data": "@@not base64@@"})
+    script = base64.b64encode(b"<p>Lifted a box.</p><script>alert('tolerated well')</script><style>.x{}</style>").decode()
+    text = _attachment_text({"contentType": "text/html", "data": script}) or ""
+    assert "Lifted a box." in text and "alert" not in text and ".x" not in text
+    assert _attachment_text({"contentType": "text/plain"}) is None
