@@ -959,7 +959,7 @@ def build_uhc() -> None:
     scenario(ctx, "uhc-01", day,
              "Note describes plain strengthening (squats, rows, leg press, bridges) but bills 97530 x2; "
              "denied CARC 50.",
-             ["note.dynamic-functional", "note.functional-goal", "note.modifications", "note.skilled-need"],
+             ["note.activity-specific", "note.dynamic-functional", "note.functional-goal", "note.modifications", "note.skilled-need"],
              "97110-style note billed as 97530 (no functional task, no goal link, no modification, no skill)")
     BUNDLES.append(ctx.bundle)
 

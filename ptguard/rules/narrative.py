@@ -113,8 +113,61 @@ class NoteIndex:
                     f"unknown narrative element {element!r}", where="rules/data/narrative-patterns.yaml"
                 )
             common = set.intersection(*(self._hits(r) for r in pattern.regexes)) if self.sentences else set()
-            self._found[element] = [self.sentences[i] for i in sorted(common)[:3]]
+            rank = ranking()
+            scored = [(self._score(i, element, rank), i) for i in common]
+            kept = sorted((-score, i) for score, i in scored if score > rank.drop_at_or_below)
+            self._found[element] = [self.sentences[i] for _, i in kept[:3]]
         return self._found[element]
+
+    def _score(self, i: int, element: str, rank: Ranking) -> int:
+        score = 0
+        for weight in (*rank.weights, *rank.element_weights.get(element, ())):
+            if self._hit(weight.regex, i) and not (weight.unless is not None and self._hit(weight.unless, i)):
+                score += weight.weight
+        return score
+
+    def _hit(self, regex: re.Pattern[str], i: int) -> bool:
+        return i in self._hits(regex)
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A pattern that raises or lowers a candidate sentence's score (unless another pattern also matches)."""
+
+    regex: re.Pattern[str]
+    weight: int
+    unless: re.Pattern[str] | None
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How candidate sentences are ranked and which are too weak to count (narrative-patterns.yaml `ranking`)."""
+
+    drop_at_or_below: int
+    weights: tuple[Weight, ...]
+    element_weights: dict[str, tuple[Weight, ...]]
+
+
+def _weights(items: Any, where: str) -> tuple[Weight, ...]:
+    out = []
+    for i, item in enumerate(items or []):
+        try:
+            unless = _compile(str(item["unless"])) if item.get("unless") else None
+            out.append(Weight(_compile(str(item["pattern"])), int(item["weight"]), unless))
+        except (KeyError, TypeError, ValueError, re.error) as exc:
+            raise RuleFileError(f"{where}[{i}]: {exc}", where="rules/data/narrative-patterns.yaml") from None
+    return tuple(out)
+
+
+@cache
+def ranking() -> Ranking:
+    """The ranking rules, compiled once."""
+    data: dict[str, Any] = table("narrative-patterns").get("ranking") or {}
+    return Ranking(
+        int(data.get("drop_at_or_below", -100)),
+        _weights(data.get("weights"), "ranking.weights"),
+        {k: _weights(v, f"ranking.element_weights.{k}") for k, v in (data.get("element_weights") or {}).items()},
+    )
 
 
 def exercise_sentences(sents: list[Sentence]) -> list[Sentence]:
