@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -470,34 +467,6 @@ def test_denials_for_a_patient_without_any(client: Any, token: TokenFactory) -> 
 
 
 # ---------------------------------------------------------------------------------------------- dead and slow servers
-
-
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    """A TCP server that accepts connections and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(32)
-    stop = threading.Event()
-    conns: list[socket.socket] = []
-
-    def accept() -> None:
-        sock.settimeout(0.05)
-        while not stop.is_set():
-            try:
-                conns.append(sock.accept()[0])
-            except OSError:
-                continue
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/fhir"
-    time.sleep(0.3)  # let the abandoned fetch threads time out before their sockets go
-    stop.set()
-    t.join()
-    for c in conns:
-        c.close()
-    sock.close()
 
 
 @pytest.fixture

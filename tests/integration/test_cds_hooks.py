@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import threading
 import time
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
 import requests
 import yaml
@@ -25,7 +23,6 @@ from ptguard.cds import SERVICES, fill_prefetch
 from ptguard.fhir.client import FhirClient
 from ptguard.fixtures_load import load_fixtures
 from sandbox.fhir_server import FhirServerProcess
-from tests.shared_data import require_service
 
 # `import cds_hooks` must find the package, not tests/cds_hooks (tests/ is on sys.path)
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -214,33 +211,6 @@ def test_denials_card_from_the_server(guarded_fhir: str, key: ECKey, service: Se
     assert orjson.loads(card["links"][0]["appContext"])["view"] == "appeal"
 
 
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(32)
-    stop = threading.Event()
-    conns: list[socket.socket] = []
-
-    def accept() -> None:
-        sock.settimeout(0.05)
-        while not stop.is_set():
-            try:
-                conns.append(sock.accept()[0])
-            except OSError:
-                continue
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/fhir"
-    time.sleep(0.5)
-    stop.set()
-    t.join()
-    for c in conns:
-        c.close()
-    sock.close()
-
-
 def test_slow_fhir_server_answer_within_budget(
     guarded_fhir: str, key: ECKey, tmp_path: Path, silent_server: str
 ) -> None:
@@ -255,25 +225,6 @@ def test_slow_fhir_server_answer_within_budget(
     assert response.status_code == 200 and elapsed < 400 + 100, elapsed
     topics = _topics(response)
     assert "units.billed-vs-supported" in topics and "data-quality" in topics
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    name = f"ptguard_cds_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        require_service("PostgreSQL at 127.0.0.1:5432", exc)
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    try:
-        yield url
-    finally:
-        from ptguard.store.db import get_engine
-
-        get_engine(url).dispose()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_cards_and_feedback_in_postgresql(guarded_fhir: str, key: ECKey, pg_url: str) -> None:

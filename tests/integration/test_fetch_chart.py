@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,33 +43,6 @@ def test_encounter_chart_from_server_matches_file(loaded: str) -> None:
     assert sorted(f.id for f in ev.problems) == sorted(f.id for f in local.problems)
     units = next(f for f in ev.findings if f.id == "units.billed-vs-supported")
     assert units.message == "97530: 31 timed minutes support 2 units, 3 billed"
-
-
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    """A TCP server that accepts and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    stop = threading.Event()
-    conns: list[socket.socket] = []
-
-    def accept() -> None:
-        sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conns.append(sock.accept()[0])
-            except OSError:
-                continue
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/fhir"
-    stop.set()
-    t.join()
-    for c in conns:
-        c.close()
-    sock.close()
 
 
 def test_slow_server_is_cut_off_by_the_budget(silent_server: str) -> None:

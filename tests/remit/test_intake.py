@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-import psycopg
 import pytest
 from remit_util import FIXTURES, claim, interchange
 from sqlalchemy import func, select
@@ -20,7 +17,7 @@ from ptguard.remit.worklist import get_work_item, list_work_items, set_status
 from ptguard.remit.x12 import read_835
 from ptguard.store.db import session_scope
 from ptguard.store.models import RemitFile, WorkItem
-from tests.shared_data import PUBLIC_X12, require_service
+from tests.shared_data import PUBLIC_X12
 
 TODAY = date(2026, 12, 3)
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,25 +220,6 @@ def test_every_public_and_fixture_file_imports_or_is_quarantined_or_rejected_spe
         assert outcomes["835_DeIdent_02.dat"] == "imported"
         assert outcomes["tertiary-payment.835"] == "quarantined"
         assert outcomes["exhaustive_sample.txt"] == "rejected"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    name = f"ptguard_remit_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        require_service("PostgreSQL at 127.0.0.1:5432", exc)
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    try:
-        yield url
-    finally:
-        from ptguard.store.db import get_engine
-
-        get_engine(url).dispose()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_idempotent_import_on_postgresql(pg_url: str, chart: ResourceIndex) -> None:
