@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-V2_ORDER = "cruds"
-V1_MAP = {"read": "rs", "write": "cud", "*": "cruds"}
-_RESOURCE_SCOPE = re.compile(r"^(patient|user|system)/([A-Za-z]+|\*)\.([A-Za-z*]+)(\?.*)?$")
+from ptguard.appeals.scopes import parse
 
 
 @dataclass(frozen=True)
@@ -27,19 +24,14 @@ class Permission:
 
 
 def parse_scope(scope: str) -> Permission | None:
-    """A Permission for a resource scope, None for anything else (launch, openid, offline_access, bad letters)."""
-    match = _RESOURCE_SCOPE.match(scope.strip())
-    if not match:
+    """A Permission for a resource scope, None for anything else (launch, openid, offline_access, bad letters).
+
+    The grammar is ptguard's own (`ptguard.appeals.scopes.parse`): the sandbox and the app read scopes alike.
+    """
+    grant = parse(scope)
+    if grant is None:
         return None
-    context, resource_type, letters, _query = match.groups()
-    if letters in V1_MAP:
-        return Permission(context, resource_type, frozenset(V1_MAP[letters]), scope, True)
-    # v2: letters from "cruds", each at most once, in that order
-    if not letters or any(ch not in V2_ORDER for ch in letters):
-        return None
-    if "".join(sorted(set(letters), key=V2_ORDER.index)) != letters:
-        return None
-    return Permission(context, resource_type, frozenset(letters), scope, False)
+    return Permission(grant.context, grant.resource_type, grant.ops, scope, grant.v1)
 
 
 def split_scopes(scope: str | Iterable[str] | None) -> list[str]:
