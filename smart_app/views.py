@@ -17,6 +17,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -204,6 +205,24 @@ def _unexpected(exc: Exception) -> tuple[str, int]:
 
 
 # ------------------------------------------------------------------ launch and callback
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks() -> Response:
+    """The public keys of the app's private_key_jwt registrations (the "JWK Set URL" EHRs ask for)."""
+    keys: dict[str, dict[str, Any]] = {}
+    for cfg in _issuers().values():
+        if cfg.auth_method != "private_key_jwt":
+            continue
+        key = cfg.key()
+        public = key.as_dict(private=False)
+        public.setdefault("kid", key.thumbprint())
+        public["alg"] = cfg.algorithm()
+        public["use"] = "sig"
+        keys[str(public["kid"])] = public
+    response = jsonify({"keys": list(keys.values())})
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
 
 
 @bp.get("/launch")

@@ -16,6 +16,7 @@ from ptguard.errors import FhirServerError, InputError, NotFoundError, PtguardEr
 
 log = logging.getLogger("ptguard.web")
 
+FACES = ("cds_hooks", "smart_app", "webapp.remit_api")
 _STATUS = {InputError: 400, NotFoundError: 404, FhirServerError: 502}
 
 
@@ -45,19 +46,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Mount each face of the product that is installed (each package exposes `init_app(app)`)."""
+    """Mount each face of the product; each package exposes `init_app(app)`. A missing one is an error."""
     import importlib
 
-    for name in ("cds_hooks", "smart_app", "webapp.remit_api"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+    for name in FACES:
+        module = importlib.import_module(name)
         init = getattr(module, "init_app", None)
-        if init is not None:
-            init(app)
+        if init is None:
+            where = getattr(module, "__file__", None) or list(getattr(module, "__path__", []))
+            raise RuntimeError(f"{name} has no init_app (imported from {where}; is a folder shadowing the package?)")
+        init(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

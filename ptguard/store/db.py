@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -49,8 +50,16 @@ def get_engine(url: str) -> Engine:
     return engine
 
 
+_MIGRATE_LOCK = threading.Lock()
+
+
 def migrate(url: str) -> None:
-    """Bring the schema up to the latest migration (idempotent)."""
+    """Bring the schema up to the latest migration (idempotent; Alembic's context is process-wide, hence the lock)."""
+    with _MIGRATE_LOCK:
+        _migrate(url)
+
+
+def _migrate(url: str) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection_url"] = _normalise(url)
