@@ -85,5 +85,9 @@ def test_sign_notes_launch_the_app_and_download_an_appeal(demo_stack: Any, page:
     assert data.startswith(b"%PDF-")
     reader = PdfReader(io.BytesIO(data))
     assert len(reader.pages) >= 1
-    text = "\n".join(p.extract_text() or "" for p in reader.pages)
+    text = " ".join(p.extract_text() or "" for p in reader.pages)
     assert "97530" in text
+    assert "2 November 2026" in text  # the date of service, from the chart
+    assert "CARC 50" in text and "medically necessary" in text  # the denial reason, explained
+    assert "19 May 2027" in text and "2560.503-1" in text  # the deadline and the rule behind it
+    assert [o.title for o in reader.outline if hasattr(o, "title")][0].startswith("First-level appeal")
