@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -46,6 +47,111 @@ def _compile(pattern: str) -> re.Pattern[str]:
     if _UPPER_ESCAPE.search(pattern):
         return re.compile(pattern, re.IGNORECASE)
     return re.compile(pattern.lower())
+
+
+# ------------------------------------------------------------------ literal prefilter (same results, less regex)
+#
+# Python's regex engine cannot skip ahead in a pattern that starts with `\b` (all of ours do): it tries every
+# alternative at every word boundary of the text. But most matches must contain one of a few literal strings
+# (`\b(lift(s|ed)?|carry|...)` → "lift", "carry", …). str.find locates those at C speed; only the sentences that
+# hold one are searched with the regex. Patterns for which that could differ from searching the joined text
+# (anchors, lookarounds, \B, negated classes, case-insensitive parts) get no prefilter.
+
+_SRE: Any = importlib.import_module("re._parser")
+_C: Any = importlib.import_module("re._constants")
+_REPEATS = frozenset({_C.MAX_REPEAT, _C.MIN_REPEAT, _C.POSSESSIVE_REPEAT})
+_SAFE_CATEGORIES = frozenset({_C.CATEGORY_DIGIT, _C.CATEGORY_WORD, _C.CATEGORY_SPACE})
+
+
+def _within_sentence(items: Any) -> bool:
+    """True when a parsed pattern only reads the text it matches and can never match a NUL (the joiner)."""
+    for op, av in items:
+        if op is _C.LITERAL:
+            if av == 0:
+                return False
+        elif op is _C.IN:
+            for iop, iav in av:
+                if iop is _C.LITERAL and iav != 0:
+                    continue
+                if iop is _C.RANGE and iav[0] > 0:
+                    continue
+                if iop is _C.CATEGORY and iav in _SAFE_CATEGORIES:
+                    continue
+                return False
+        elif op is _C.AT:
+            if av is not _C.AT_BOUNDARY:
+                return False
+        elif op is _C.SUBPATTERN:
+            if av[1] or av[2] or not _within_sentence(av[3]):  # local flags, e.g. (?i:...)
+                return False
+        elif op is _C.BRANCH:
+            if not all(_within_sentence(alt) for alt in av[1]):
+                return False
+        elif op in _REPEATS:
+            if not _within_sentence(av[2]):
+                return False
+        elif op is _C.ATOMIC_GROUP:
+            if not _within_sentence(av):
+                return False
+        else:  # ANY, NOT_LITERAL, lookarounds, group references, conditionals
+            return False
+    return True
+
+
+def _better(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    """The more selective of two literal sets: longer shortest string, then fewer strings."""
+    if a is None or b is None:
+        return a if b is None else b
+    ka, kb = (min(map(len, a)), -len(a)), (min(map(len, b)), -len(b))
+    return a if ka >= kb else b
+
+
+def _required(items: Any) -> frozenset[str] | None:
+    """Strings one of which occurs in every match of a parsed pattern (None when there is no such set)."""
+    best: frozenset[str] | None = None
+    run: list[str] = []
+    for op, av in items:
+        if op is _C.LITERAL:
+            run.append(chr(av))
+            continue
+        if op is _C.AT:  # zero-width: literals on both sides stay adjacent
+            continue
+        if run:
+            best = _better(best, frozenset({"".join(run)}))
+            run = []
+        if op is _C.SUBPATTERN:
+            best = _better(best, _required(av[3]))
+        elif op is _C.ATOMIC_GROUP:
+            best = _better(best, _required(av))
+        elif op is _C.BRANCH:
+            alternatives = [_required(alt) for alt in av[1]]
+            if all(alt is not None for alt in alternatives):
+                best = _better(best, frozenset().union(*alternatives))  # type: ignore[arg-type]
+        elif op in _REPEATS and av[0] >= 1:
+            best = _better(best, _required(av[2]))
+        elif op is _C.IN and all(iop is _C.LITERAL for iop, _ in av):
+            best = _better(best, frozenset(chr(iav) for _, iav in av))
+    if run:
+        best = _better(best, frozenset({"".join(run)}))
+    return best
+
+
+@cache
+def needles(regex: re.Pattern[str]) -> tuple[str, ...] | None:
+    """Literal strings one of which is in every match of `regex`, for the prefilter; None: search everything."""
+    if regex.flags & (re.IGNORECASE | re.MULTILINE | re.DOTALL | re.VERBOSE):
+        return None
+    try:
+        parsed = _SRE.parse(regex.pattern, regex.flags)
+    except Exception:
+        return None
+    if not _within_sentence(parsed.data):
+        return None
+    found = _required(parsed.data)
+    if not found:
+        return None
+    # A string that contains another one adds nothing: any text holding it holds the shorter one too.
+    return tuple(sorted(n for n in found if not any(m != n and m in n for m in found)))
 
 
 @cache
@@ -101,8 +207,27 @@ class NoteIndex:
         """Indices of the sentences in which a regex matches."""
         key = id(regex)
         if key not in self._regex_hits:
-            self._regex_hits[key] = {bisect_right(self._starts, m.start()) - 1 for m in regex.finditer(self._joined)}
+            lits = needles(regex)
+            if lits is None:
+                hits = {bisect_right(self._starts, m.start()) - 1 for m in regex.finditer(self._joined)}
+            else:
+                hits = {i for i in self._holding(lits) if regex.search(self.sentences[i].lower)}
+            self._regex_hits[key] = hits
         return self._regex_hits[key]
+
+    def _holding(self, lits: tuple[str, ...]) -> set[int]:
+        """Indices of the sentences that contain at least one of the strings."""
+        joined, starts, out = self._joined, self._starts, set()
+        count = len(starts)
+        for lit in lits:
+            pos = joined.find(lit)
+            while pos >= 0:
+                i = bisect_right(starts, pos) - 1
+                out.add(i)
+                if i + 1 >= count:
+                    break
+                pos = joined.find(lit, starts[i + 1])
+        return out
 
     def find(self, element: str) -> list[Sentence]:
         """Sentences that satisfy an element (the first three)."""
