@@ -90,4 +90,4 @@ def test_sign_notes_launch_the_app_and_download_an_appeal(demo_stack: Any, page:
     assert "2 November 2026" in text  # the date of service, from the chart
     assert "CARC 50" in text and "medically necessary" in text  # the denial reason, explained
     assert "19 May 2027" in text and "2560.503-1" in text  # the deadline and the rule behind it
-    assert [o.title for o in reader.outline if hasattr(o, "title")][0].startswith("First-level appeal")
+    assert next(o.title for o in reader.outline if hasattr(o, "title")).startswith("First-level appeal")
