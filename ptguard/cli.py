@@ -19,6 +19,7 @@ from ptguard.errors import ConfigError, InputError, PtguardError
 from ptguard.findings import Finding
 
 # Modules that contribute subcommands through add_cli(subparsers); missing optional ones are skipped.
+CORE_COMMANDS = frozenset({"check", "units"})
 COMMAND_MODULES: tuple[str, ...] = (
     "ptguard.fixtures_load",
     "sandbox.cli",
@@ -171,7 +172,8 @@ class _SafeText:
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, with_plugins: bool = True) -> argparse.ArgumentParser:
+    """The argument parser; `with_plugins=False` skips the other modules' commands (fast start for check/units)."""
     parser = argparse.ArgumentParser(prog="ptguard", description="CPT 97530 documentation checks and denial appeals.")
     parser.add_argument("--version", action="version", version=f"ptguard {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -199,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     units.add_argument("--format", choices=["text", "json"], default="text")
     units.set_defaults(func=cmd_units)
 
-    for name in COMMAND_MODULES:
+    for name in COMMAND_MODULES if with_plugins else ():
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -220,7 +222,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         sys.stderr.write(f"ptguard: warning: PTGUARD_LOG_LEVEL={level[:20]!r} is not a log level; using WARNING\n")
         level = "WARNING"
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(with_plugins=not (argv and argv[0] in CORE_COMMANDS))
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args, out)
