@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -219,20 +220,52 @@ def over_http(
         proc = subprocess.Popen(cmd, env=env, cwd=tmp)
         try:
             _wait_ready(base, proc)
-            _wrk(base, "hook", 4, 1.0, body, token_files["warm"], wrk_cpus)  # warm-up, not counted
-            _wrk(base, "empty", 4, 1.0, body, None, wrk_cpus)
+            server = [proc.pid, *_children(proc.pid)]
+            _wrk(base, "hook", 4, 1.0, body, token_files["warm"], wrk_cpus, server)  # warm-up, not counted
+            _wrk(base, "empty", 4, 1.0, body, None, wrk_cpus, server)
             rows = []
             for c in levels:
-                rows.append(_wrk(base, "empty", c, seconds, body, None, wrk_cpus))
-                rows.append(_wrk(base, "hook", c, seconds, body, token_files[f"c{c}"], wrk_cpus))
+                rows.append(_wrk(base, "empty", c, seconds, body, None, wrk_cpus, server))
+                rows.append(_wrk(base, "hook", c, seconds, body, token_files[f"c{c}"], wrk_cpus, server))
             return rows
         finally:
             proc.terminate()
             proc.wait(timeout=10)
 
 
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the given processes (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all processes, kernel included), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _wrk(
-    base: str, target: str, concurrency: int, seconds: float, body: Path, tokens: Path | None, cpus: str | None
+    base: str,
+    target: str,
+    concurrency: int,
+    seconds: float,
+    body: Path,
+    tokens: Path | None,
+    cpus: str | None,
+    server: list[int],
 ) -> dict[str, Any]:
     path = "/bench/empty" if target == "empty" else f"/cds-services/{SIGN}"
     cmd = [
@@ -240,7 +273,12 @@ def _wrk(
         "--duration", f"{max(1, round(seconds))}s", "--timeout", "5s", "--script", str(LUA), base + path,
         "--", target, str(body), str(tokens or ""), "1",
     ]  # fmt: skip
+    server_cpu, busy = _cpu_seconds(server), _busy_seconds()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu, busy = _cpu_seconds(server) - server_cpu, _busy_seconds() - busy
+    wrk_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
     if line is None:
         raise SystemExit(f"wrk gave no result:\n{out.stdout}\n{out.stderr}")
@@ -257,6 +295,9 @@ def _wrk(
         "p99_ms": r["p99_us"] / 1000,
         "max_ms": r["max_us"] / 1000,
         "throughput_rps": r["requests"] / (r["duration_us"] / 1e6),
+        "server_cpu_ms": server_cpu * 1000 / max(1, r["requests"]),
+        "wrk_cores": wrk_cpu / (r["duration_us"] / 1e6),
+        "other_cores": max(0.0, busy - server_cpu - wrk_cpu) / (r["duration_us"] / 1e6),
     }
 
 
@@ -290,12 +331,19 @@ def main() -> None:
     pinning = {"wrk": "wrk on CPU 1", "split": "wrk on CPU 1, server on CPU 0", "none": "no pinning"}[args.pin]
     print(f"\ngunicorn, 2 workers (gthread x{args.threads}), wrk 1 thread keep-alive ({pinning}), "
           f"{args.http_seconds:g} s per cell; {os.cpu_count()} CPUs")  # fmt: skip
-    print(f"  {'target':<6} {'conc':>4} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>8} errors")
+    print(
+        f"  {'target':<6} {'conc':>4} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>8} "
+        f"{'srv CPU ms/req':>14} {'wrk cores':>9} {'other cores':>11} errors"
+    )
     for row in rows:
         print(
             f"  {row['target']:<6} {row['concurrency']:>4} {row['requests']:>8} {row['p50_ms']:>8.2f} "
-            f"{row['p99_ms']:>8.2f} {row['max_ms']:>8.2f} {row['throughput_rps']:>8.0f} {row['errors']}"
+            f"{row['p99_ms']:>8.2f} {row['max_ms']:>8.2f} {row['throughput_rps']:>8.0f} "
+            f"{row['server_cpu_ms']:>14.2f} {row['wrk_cores']:>9.2f} {row['other_cores']:>11.2f} {row['errors']}"
         )
+    print(
+        "  (srv CPU = the gunicorn processes' CPU per request; other cores = CPU the rest of the machine used meanwhile)"
+    )
     for c in levels:
         hook = next(x for x in rows if x["target"] == "hook" and x["concurrency"] == c)
         empty = next(x for x in rows if x["target"] == "empty" and x["concurrency"] == c)

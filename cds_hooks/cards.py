@@ -403,8 +403,17 @@ def cards_for(result: CdsResult, options: CardOptions) -> CardSet:
 def prune_empty(value: Any) -> Any:
     """Drop None, empty strings, lists and objects (CDS Hooks: never send them for absent optional fields)."""
     if isinstance(value, dict):
-        out = {k: prune_empty(v) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v is not None and v != "" and v != [] and v != {}}
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, dict | list):
+                v = prune_empty(v)
+            if v is not None and v != "" and v != [] and v != {}:
+                out[k] = v
+        return out
     if isinstance(value, list):
-        return [prune_empty(v) for v in value if v is not None and v != "" and v != [] and v != {}]
+        return [
+            prune_empty(v) if isinstance(v, dict | list) else v
+            for v in value
+            if v is not None and v != "" and v != [] and v != {}
+        ]
     return value

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 from collections.abc import Callable
 from typing import Any, TextIO
 
 
 def gunicorn_app(app: Any, options: dict[str, Any]) -> Any:
-    """A gunicorn BaseApplication serving an already-built WSGI app with the given settings."""
+    """A gunicorn BaseApplication serving an already-built WSGI app with the given settings.
+
+    The app (rules, tables, schemas, warm-up) is built once here in the master; its objects are then frozen out of
+    the cyclic garbage collector, so the workers forked from it never walk them: no 70 ms generation-2 pauses in
+    the middle of a call, and the pages stay shared between workers after the fork.
+    """
     from gunicorn.app.base import BaseApplication
+
+    gc.collect()
+    gc.freeze()
 
     class _App(BaseApplication):  # type: ignore[misc]
         def __init__(self) -> None:
