@@ -198,7 +198,7 @@ def over_http(
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         token_files = {}
-        for label, count in [("warm", 400)] + [(f"c{c}", per_cell) for c in levels]:
+        for label, count in [("warm", int(rate_cap) + 200)] + [(f"c{c}", per_cell) for c in levels]:
             path = Path(tmp) / f"tokens-{label}.txt"
             path.write_text("\n".join(signer.token(hook_url) for _ in range(count)) + "\n")
             token_files[label] = path
@@ -220,7 +220,7 @@ def over_http(
         proc = subprocess.Popen(cmd, env=env, cwd=tmp)
         try:
             _wait_ready(base, proc)
-            server = [proc.pid, *_children(proc.pid)]
+            server = proc.pid
             _wrk(base, "hook", 4, 1.0, body, token_files["warm"], wrk_cpus, server)  # warm-up, not counted
             _wrk(base, "empty", 4, 1.0, body, None, wrk_cpus, server)
             rows = []
@@ -265,7 +265,7 @@ def _wrk(
     body: Path,
     tokens: Path | None,
     cpus: str | None,
-    server: list[int],
+    server: int,
 ) -> dict[str, Any]:
     path = "/bench/empty" if target == "empty" else f"/cds-services/{SIGN}"
     cmd = [
@@ -273,11 +273,12 @@ def _wrk(
         "--duration", f"{max(1, round(seconds))}s", "--timeout", "5s", "--script", str(LUA), base + path,
         "--", target, str(body), str(tokens or ""), "1",
     ]  # fmt: skip
-    server_cpu, busy = _cpu_seconds(server), _busy_seconds()
+    pids = [server, *_children(server)]  # the arbiter and its workers
+    server_cpu, busy = _cpu_seconds(pids), _busy_seconds()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu, busy = _cpu_seconds(server) - server_cpu, _busy_seconds() - busy
+    server_cpu, busy = _cpu_seconds(pids) - server_cpu, _busy_seconds() - busy
     wrk_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
     if line is None:
