@@ -71,9 +71,7 @@ EXPECTED_PUBLIC = {
 
 @pytest.mark.parametrize("rel", sorted(EXPECTED_PUBLIC))
 def test_public_known_outcomes(rel: str) -> None:
-    path = PUBLIC / rel
-    if not path.exists():
-        pytest.skip("public-x12 samples not available")
+    path = require(PUBLIC / rel)
     result = read_835(path.read_bytes(), rel)
     claims, raw, quarantined = EXPECTED_PUBLIC[rel]
     assert (result.claim_count, result.raw_clp_count, not result.ok) == (claims, raw, quarantined)
