@@ -208,8 +208,8 @@ class NoteIndex:
         key = id(regex)
         if key not in self._regex_hits:
             lits = needles(regex)
-            if lits is None:
-                hits = {bisect_right(self._starts, m.start()) - 1 for m in regex.finditer(self._joined)}
+            if lits is None:  # no literal every match needs: search each sentence (anchors keep their meaning)
+                hits = {i for i, sentence in enumerate(self.sentences) if regex.search(sentence.lower)}
             else:
                 hits = {i for i in self._holding(lits) if regex.search(self.sentences[i].lower)}
             self._regex_hits[key] = hits
