@@ -473,17 +473,29 @@ class ChartBuilder:
                     groups[pk].append(res)
             self.by_patient[rtype] = groups
         self._therapy_dates: dict[int | str, list[date]] = {}
+        self._codes: dict[int, str | None] = {}
+        self._enc_codes: dict[int, set[str]] = {}
+
+    def _code_of(self, element: dict[str, Any], key: str) -> str | None:
+        """The CPT/HCPCS code of a Procedure or Claim item, read once per element."""
+        cache_key = id(element)
+        if cache_key not in self._codes:
+            self._codes[cache_key] = codes.procedure_code(element.get(key))
+        return self._codes[cache_key]
 
     def _encounter_codes(self, enc: Resource) -> set[str]:
+        if id(enc) in self._enc_codes:
+            return self._enc_codes[id(enc)]
         found: set[str] = set()
         for p in self.procs_by_enc.get(id(enc), []):
-            code = codes.procedure_code(p.get("code"))
+            code = self._code_of(p, "code")
             if code:
                 found.add(code)
         for _claim, item in self.items_by_enc.get(id(enc), []):
-            code = codes.procedure_code(item.get("productOrService"))
+            code = self._code_of(item, "productOrService")
             if code:
                 found.add(code)
+        self._enc_codes[id(enc)] = found
         return found
 
     def is_therapy_encounter(self, enc: Resource) -> bool:
@@ -715,7 +727,7 @@ class ChartBuilder:
                         pairs.append((claim, item))
         claims: list[Resource] = []
         for claim, item in pairs:
-            code = codes.procedure_code(item.get("productOrService"))
+            code = self._code_of(item, "productOrService")
             if not code:
                 continue
             if claim not in claims:
@@ -949,7 +961,7 @@ class ChartBuilder:
             for item in claim.get("item") or []:
                 if not isinstance(item, dict):
                     continue
-                code = codes.procedure_code(item.get("productOrService"))
+                code = self._code_of(item, "productOrService")
                 net = _money(item.get("net"))
                 d = parse_date(item.get("servicedDate")) or parse_date((claim.get("billablePeriod") or {}).get("start"))
                 if not code or code not in self.therapy_codes or net is None or d is None or d.year != vd.year:
