@@ -34,7 +34,7 @@ test: lint
 	$(VENV)/bin/pytest
 
 bench: setup
-	for b in bench/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -217,10 +217,10 @@ def build_parser(*, with_plugins: bool = True) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point: one-line errors on stderr, exit codes from ptguard.errors, never a traceback."""
     out = out or sys.stdout
-    level = os.environ.get("PTGUARD_LOG_LEVEL", "WARNING").upper()
+    level = os.environ.get("PTGUARD_LOG_LEVEL", "ERROR").upper()
     if level not in logging.getLevelNamesMapping():
-        sys.stderr.write(f"ptguard: warning: PTGUARD_LOG_LEVEL={level[:20]!r} is not a log level; using WARNING\n")
-        level = "WARNING"
+        sys.stderr.write(f"ptguard: warning: PTGUARD_LOG_LEVEL={level[:20]!r} is not a log level; using ERROR\n")
+        level = "ERROR"
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(with_plugins=not (argv and argv[0] in CORE_COMMANDS))

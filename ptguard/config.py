@@ -13,14 +13,19 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 RULES_DIR = PACKAGE_DIR / "rules"
 
 
+def default_database_url() -> str:
+    """SQLite in the user's data folder ($XDG_DATA_HOME/ptguard, else ~/.local/share/ptguard): one place, whatever the cwd."""
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "ptguard"
+    return f"sqlite:///{base / 'ptguard.sqlite3'}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob ptguard reads; one instance is passed down instead of reading the environment ad hoc."""
 
     criteria_dir: Path = RULES_DIR / "criteria"
-    data_dir: Path = RULES_DIR / "data"
     payer_map: Path | None = None
-    database_url: str = "sqlite:///var/ptguard.sqlite3"
+    database_url: str = field(default_factory=default_database_url)
     fhir_timeout_seconds: float = 10.0
     cds_time_budget_ms: int = 400
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -28,7 +33,6 @@ class Settings:
 
 _ENV_NAMES = {
     "criteria_dir": "PTGUARD_CRITERIA_DIR",
-    "data_dir": "PTGUARD_DATA_DIR",
     "payer_map": "PTGUARD_PAYER_MAP",
     "database_url": "DATABASE_URL",
     "fhir_timeout_seconds": "PTGUARD_FHIR_TIMEOUT",

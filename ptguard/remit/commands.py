@@ -206,7 +206,7 @@ def cmd_denial(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"  denied     {'yes' if d['denied'] else 'no'}; {d['category_label']} → {d['path']}\n")
         for ln in d["lines"]:
             reasons = ", ".join(f"{r['group']}-{r['code']}" if r.get("group") else r["code"] for r in ln["reasons"])
-            out.write(f"  line {ln['sequence']}: {ln['code']} {' '.join(ln['modifiers'])} {ln['status']}"
+            out.write(f"  line {ln['sequence']}: {ln['code'] or '(code not in the file)'} {' '.join(ln['modifiers'])} {ln['status']}"
                       f" ({reasons or 'no reason codes'})\n")
         out.write(f"  why        {d['why']}\n")
         if d.get("deadline"):

@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ptguard.errors import ConfigError
@@ -34,8 +34,9 @@ def get_engine(url: str) -> Engine:
     url = _normalise(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError("DATABASE_URL is not a valid database URL") from None
+        parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError):
+        raise ConfigError("DATABASE_URL is not a database URL ptguard can use (sqlite:/// or postgresql://)") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, future=True, pool_pre_ping=True)
@@ -70,7 +71,11 @@ def _migrate(url: str) -> None:
 
 @cache
 def _factory(url: str) -> sessionmaker[Session]:
-    migrate(url)
+    try:
+        migrate(url)
+    except OperationalError as exc:
+        reason = str(exc.orig).splitlines()[0][:120] if exc.orig else type(exc).__name__
+        raise ConfigError(f"the database at DATABASE_URL cannot be reached ({reason})") from None
     return sessionmaker(get_engine(url), expire_on_commit=False)
 
 

@@ -7,6 +7,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
+from ptguard.config import default_database_url
 from ptguard.store.models import Base
 
 config = context.config
@@ -20,7 +21,7 @@ def run() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    url = config.attributes.get("connection_url") or os.environ.get("DATABASE_URL", "sqlite:///var/ptguard.sqlite3")
+    url = config.attributes.get("connection_url") or os.environ.get("DATABASE_URL") or default_database_url()
     engine = create_engine(url)
     with engine.begin() as conn:
         context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
