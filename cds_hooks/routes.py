@@ -80,6 +80,7 @@ def configure(app: Flask) -> None:
     cfg.setdefault("CDS_VALIDATE", env.get("PTGUARD_CDS_VALIDATE") == "1")
     cfg.setdefault("CDS_CLIENT_FACTORY", None)
     cfg.setdefault("CDS_JWKS_CACHE", None)
+    cfg.setdefault("CDS_TRUSTED_HOSTS", env.get("PTGUARD_TRUSTED_HOSTS"))
     if cfg["CDS_ISSUERS"] is not None:
         issuers = parse_issuers(cfg["CDS_ISSUERS"], "CDS_ISSUERS")
     elif cfg["CDS_ISSUERS_FILE"]:
@@ -116,11 +117,49 @@ def _state() -> CdsState:
     return state
 
 
-def _public_url() -> str:
-    """The URL the caller called: PTGUARD_PUBLIC_BASE_URL + path behind a proxy, else the request's own URL."""
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def parse_trusted_hosts(raw: str | None) -> list[tuple[str, str | None]]:
+    """`PTGUARD_TRUSTED_HOSTS` (comma-separated host[:port]) → (host, port or None = any port); default loopback."""
+    out: list[tuple[str, str | None]] = []
+    for part in (raw or "").split(","):
+        entry = part.strip().lower()
+        if entry:
+            out.append(_split_host(entry))
+    return out or [(h, None) for h in LOOPBACK_HOSTS]
+
+
+def _split_host(value: str) -> tuple[str, str | None]:
+    value = value.strip().lower()
+    if value.startswith("["):
+        host, _, rest = value.partition("]")
+        return host + "]", rest[1:] if rest.startswith(":") and rest[1:] else None
+    host, sep, port = value.rpartition(":")
+    if sep and host and port.isdigit():
+        return host, port
+    return value, None
+
+
+def host_trusted(host_header: str, trusted: list[tuple[str, str | None]]) -> bool:
+    """True when the request's Host (host[:port]) is on the trusted list."""
+    if not host_header or any(ch in host_header for ch in "/@\\ \t"):
+        return False
+    host, port = _split_host(host_header)
+    return any(host == h and (p is None or p == port) for h, p in trusted)
+
+
+def _public_url() -> str | None:
+    """The URL the caller called: PTGUARD_PUBLIC_BASE_URL + path behind a proxy, else the request's own URL.
+
+    The request's own URL is built from the Host header, which the caller controls: it is used only when that
+    host is trusted (PTGUARD_TRUSTED_HOSTS, by default loopback names only); otherwise None (the call is refused).
+    """
     base = current_app.config.get("PUBLIC_BASE_URL")
     if base:
         return str(base).rstrip("/") + request.path
+    if not host_trusted(request.host, parse_trusted_hosts(current_app.config.get("CDS_TRUSTED_HOSTS"))):
+        return None
     return request.base_url
 
 
@@ -146,15 +185,21 @@ def _outcome(status: int, message: str, *, code: str = "invalid", where: str | N
 
 def _unauthorized(reason: str) -> Response:
     log.info("CDS call refused (401): %s", reason)  # the reason names a check, never the token or its claims
-    return Response(status=401)
+    response = Response(b"", status=401)
+    response.headers["WWW-Authenticate"] = "Bearer"
+    del response.headers["Content-Type"]
+    return response
 
 
 def _authorize() -> Response | None:
     state = _state()
     if state.allow_unsigned:
         return None
+    audience = _public_url()
+    if audience is None:
+        return _unauthorized("Host is not trusted and PTGUARD_PUBLIC_BASE_URL is not set")
     try:
-        state.verifier.verify(request.headers.get("Authorization"), _public_url())
+        state.verifier.verify(request.headers.get("Authorization"), audience)
     except AuthError as exc:
         return _unauthorized(str(exc))
     return None

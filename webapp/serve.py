@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
+
+log = logging.getLogger("ptguard.web")
 
 
 def gunicorn_app(app: Any, options: dict[str, Any]) -> Any:
@@ -55,10 +59,30 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[s
     }
 
 
+LOOPBACK_BINDS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+PUBLIC_URL_WARNING = (
+    "ptguard serve is bound to {host}, which is not a loopback address, and PTGUARD_PUBLIC_BASE_URL is not set: "
+    "CDS Hooks calls are refused (401) unless their Host is in PTGUARD_TRUSTED_HOSTS (default: loopback names "
+    "only). Set PTGUARD_PUBLIC_BASE_URL to the URL the EHR calls."
+)
+
+
+def startup_warnings(host: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Warnings `ptguard serve` prints at start-up for a risky or unusable configuration."""
+    env = os.environ if environ is None else environ
+    out: list[str] = []
+    if host.strip().lower() not in LOOPBACK_BINDS and not env.get("PTGUARD_PUBLIC_BASE_URL"):
+        out.append(PUBLIC_URL_WARNING.format(host=host))
+    return out
+
+
 def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Handler of `ptguard serve`."""
     from webapp import create_app
 
+    for warning in startup_warnings(args.host):
+        log.warning("%s", warning)
+        (out or sys.stderr).write("WARNING: " + warning + "\n")
     app = create_app()
     if args.dev:
         app.run(host=args.host, port=args.port, debug=False, use_reloader=False)
