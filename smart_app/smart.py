@@ -510,6 +510,17 @@ class TokenSet:
     def can_refresh(self) -> bool:
         return bool(self.refresh_token)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-ready (stored encrypted server-side; never logged)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenSet:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        ctx = fields.get("context") or {}
+        fields["context"] = LaunchContext(**{k: v for k, v in ctx.items() if k in LaunchContext.__dataclass_fields__})
+        return cls(**fields)
+
     def update(self, token: dict[str, Any]) -> None:
         """Apply a refreshed token response (keeps the old refresh token when none comes back)."""
         self.access_token = str(token["access_token"])

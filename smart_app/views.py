@@ -17,6 +17,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -97,9 +98,28 @@ def _contract() -> dict[str, dict[str, int]] | None:
     return load_contract_overrides(Path(path)) if path else None
 
 
+def _tokens() -> sessions.TokenStore:
+    """The session store (database-backed, shared by every worker), built on first use from the app's config."""
+    ext = _ext()
+    key = (_db(), str(current_app.config.get("SECRET_KEY") or ""))
+    store: sessions.TokenStore | None = ext.get("tokens")
+    if store is None or ext.get("tokens_key") != key:
+        store = sessions.TokenStore(key[0], key[1])
+        ext["tokens"], ext["tokens_key"] = store, key
+    return store
+
+
+def _found() -> tuple[TokenSet, str] | None:
+    """This request's session (read from the store once per request)."""
+    if "smart_found" not in g:
+        g.smart_found = _tokens().get(session.get("sid"))
+    found: tuple[TokenSet, str] | None = g.smart_found
+    return found
+
+
 def _current() -> tuple[str, TokenSet, str]:
     sid = session.get("sid")
-    found = _ext()["tokens"].get(sid)
+    found = _found()
     if found is None:
         raise NeedLaunchError(
             "There is no signed-in session for this page (it ended, or the browser did not keep the session cookie).",
@@ -118,13 +138,24 @@ def _actor(ts: TokenSet) -> str:
 
 def _client() -> tuple[FhirClient, TokenSet]:
     """A FHIR client with a live token: refreshed before expiry, else a clean re-launch."""
-    _sid, ts, _ = _current()
+    sid, ts, csrf = _current()
     if ts.needs_refresh():
         if ts.can_refresh() and ts.refresh_token:
             cfg = smart.find_issuer(_issuers(), ts.fhir_base)
-            token = smart.refresh(cfg, SmartConfiguration.from_dict(ts.smart), ts.refresh_token)
-            ts.update(token)
-            log.info("smart session refreshed")
+            try:
+                token = smart.refresh(cfg, SmartConfiguration.from_dict(ts.smart), ts.refresh_token)
+            except SmartError:
+                # another worker may have refreshed this session a moment ago (the old refresh token is spent)
+                again = _tokens().get(sid)
+                if again is None or again[0].access_token == ts.access_token or again[0].needs_refresh():
+                    raise
+                ts = again[0]
+                g.smart_found = again
+            else:
+                ts.update(token)
+                _tokens().save(sid, ts, csrf)
+                g.smart_found = (ts, csrf)
+                log.info("smart session refreshed")
         elif ts.expires_in() <= 0:
             raise SmartError(
                 "Your access to the EHR has expired and the EHR gave no refresh token.",
@@ -145,7 +176,7 @@ def _check_csrf() -> None:
 def _inject() -> dict[str, Any]:
     if request.blueprint != "smart_app":
         return {}
-    found = _ext()["tokens"].get(session.get("sid"))
+    found = _found()
     if found is None:
         return {"ts": None, "csrf": "", "features": [], "banner": None}
     ts, csrf = found
@@ -307,8 +338,8 @@ def callback() -> Response | tuple[str, int]:
     identity = smart.check_id_token(token.get("id_token"), cfg, config, http=_ext()["http"])
     ts = smart.token_set(token, cfg, config, data["scopes"], identity)
     old = session.get("sid")
-    _ext()["tokens"].drop(old)
-    sid, _csrf = _ext()["tokens"].put(ts)
+    _tokens().drop(old)
+    sid, _csrf = _tokens().put(ts)
     session.clear()
     session["sid"] = sid
     session["banner"] = None
@@ -358,9 +389,11 @@ def _landing(ts: TokenSet, data: dict[str, Any]) -> str:
     return url_for("smart_app.worklist", picker="1" if data.get("ehr_launch") and not ctx.patient else None)
 
 
-@bp.get("/logout")
+@bp.post("/logout")
 def logout() -> Response:
-    _ext()["tokens"].drop(session.get("sid"))
+    """Sign out (POST with the CSRF token: a link or image elsewhere cannot end the session)."""
+    _check_csrf()
+    _tokens().drop(session.get("sid"))
     session.clear()
     return redirect(url_for("smart_app.worklist"))  # type: ignore[return-value]
 
@@ -619,7 +652,7 @@ def status(case_id: str) -> Response:
 def init_state(app: Any) -> None:
     """Per-app SMART state: token store, discovery cache, HTTP session, issuer allow-list (loaded lazily)."""
     app.extensions["smart_app"] = {
-        "tokens": sessions.TokenStore(),
+        "tokens": None,  # sessions.TokenStore, built on first use (DATABASE_URL and SECRET_KEY are final by then)
         "discovery": {},
         "http": requests.Session(),
         "issuers": None,

@@ -27,6 +27,7 @@ from ptguard.store.db import session_scope
 from ptguard.store.models import AppealCase, AuditEvent
 from sandbox.smart_auth import SmartAuthServer, ptguard_app_client
 from smart_app import smart
+from smart_app.sessions import TokenStore
 from webapp import create_app
 
 pytestmark = pytest.mark.integration
@@ -158,14 +159,28 @@ def test_ehr_launch_to_packet_and_writeback(
 # ------------------------------------------------------------------ real-world EHR behaviours
 
 
-def _tokens(app: Flask) -> Any:
-    return app.extensions["smart_app"]["tokens"]
+def _tokens(app: Flask) -> TokenStore:
+    return TokenStore(app.config["DATABASE_URL"], app.config["SECRET_KEY"])
 
 
 def _only_session(app: Flask) -> smart.TokenSet:
-    items = list(_tokens(app)._items.values())
-    assert items
-    return items[-1][0]
+    ts = _tokens(app).latest()
+    assert ts is not None
+    return ts
+
+
+def _expire_latest_session(app: Flask) -> None:
+    """Make the newest session's access token expired (as if its lifetime had passed)."""
+    from smart_app.sessions import SmartSession
+
+    store = _tokens(app)
+    with session_scope(app.config["DATABASE_URL"]) as s:
+        row = s.query(SmartSession).order_by(SmartSession.created_at.desc()).first()
+        assert row is not None
+        found = store._open(row.blob)
+        assert found is not None
+        found[0].expires_at = 0.0
+        row.blob = store._seal(*found)
 
 
 def test_aud_is_the_configured_base_even_when_iss_differs_by_case_and_slash(
@@ -231,6 +246,7 @@ def test_patient_only_on_refresh(public_app: Flask, smart_auth: SmartAuthServer,
     old_refresh = ts.refresh_token
     page = client.get(f"/app/claim/{ids['cr-aetna-01']}")  # 30 s < refresh margin → refreshed first
     assert page.status_code == 200
+    ts = _only_session(public_app)  # the refreshed record, as stored
     assert ts.context.patient == ids["pat-whitfield"]
     assert ts.refresh_token != old_refresh  # the new refresh token replaced the old
 
@@ -287,7 +303,7 @@ def test_no_refresh_token_and_short_tokens(public_app: Flask, smart_auth: SmartA
     assert ts.refresh_token is None and "online_access" not in ts.scope
     html = client.get(f"/app/claim/{cr}").get_data(as_text=True)
     assert "no refresh token (offline_access not granted)" in html
-    ts.expires_at = 0.0
+    _expire_latest_session(public_app)
     page = client.get(f"/app/claim/{cr}")
     assert page.status_code == 400 and "Session expired" in page.get_data(as_text=True)
     assert "Launch the app again" in page.get_data(as_text=True)

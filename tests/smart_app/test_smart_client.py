@@ -278,17 +278,17 @@ def test_features_degrade_per_scope() -> None:
     assert not dropped["resource access"].enabled
 
 
-def test_token_refresh_rules_and_store() -> None:
+def test_token_refresh_rules_and_store(tmp_path: Path) -> None:
     ts = _ts(expires_in=30, refresh_token="r1")
     assert ts.needs_refresh() and ts.can_refresh()
     ts.update({"access_token": "b", "expires_in": 600, "patient": "p9"})
     assert ts.refresh_token == "r1" and ts.context.patient == "p9" and not ts.needs_refresh()
     ts.update({"access_token": "c", "expires_in": 600, "refresh_token": "r2", "scope": "user/*.rs"})
     assert ts.refresh_token == "r2" and ts.scope == "user/*.rs"
-    store = TokenStore()
+    store = TokenStore(f"sqlite:///{tmp_path / 's.sqlite3'}", "k")
     sid, csrf = store.put(ts)
     got = store.get(sid)
-    assert got is not None and got[0] is ts and got[1] == csrf
+    assert got is not None and got[0] == ts and got[1] == csrf
     store.drop(sid)
     assert store.get(sid) is None and store.get(None) is None
 
