@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import yaml
+from authlib.common.errors import AuthlibBaseError
+from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from joserfc import jwt
@@ -330,9 +332,25 @@ def _auth_params(cfg: IssuerConfig, token_url: str) -> dict[str, str]:
     return {}
 
 
-def _token_error(exc: Exception) -> SmartError:
-    if isinstance(exc, OAuth2Error):
-        what = exc.error or "error"
+# authlib's requests client raises OAuthError (base_client) for an error answer of the token endpoint, and
+# OAuth2Error (rfc6749) for some client-side checks: both are the EHR saying no.
+TOKEN_ERRORS = (OAuthError, OAuth2Error, AuthlibBaseError, requests.RequestException, ValueError, KeyError, TypeError)
+
+
+def _error_code(exc: Exception) -> str:
+    code = getattr(exc, "error", None)
+    return str(code) if code else "error"
+
+
+def _token_error(exc: Exception, *, refreshing: bool = False) -> SmartError:
+    if isinstance(exc, AuthlibBaseError):
+        what = "".join(c for c in _error_code(exc) if c.isalnum() or c in "_-.")[:60] or "error"
+        if refreshing:
+            return SmartError(
+                f"The EHR no longer accepts this session's refresh token ({what}).",
+                title="Session expired, launch again",
+                action="Launch the app again from the EHR to continue; your appeal drafts are saved.",
+            )
         return SmartError(
             f"The EHR refused the token request ({what}).",
             title="Sign-in not completed",
@@ -357,7 +375,7 @@ def exchange_code(
             code_verifier=verifier,
             **_auth_params(cfg, smart.token_endpoint),
         )
-    except (OAuth2Error, requests.RequestException, ValueError) as exc:
+    except TOKEN_ERRORS as exc:
         raise _token_error(exc) from None
     return dict(token)
 
@@ -368,8 +386,8 @@ def refresh(cfg: IssuerConfig, smart: SmartConfiguration, refresh_token: str) ->
         token = _session(cfg).refresh_token(
             smart.token_endpoint, refresh_token=refresh_token, **_auth_params(cfg, smart.token_endpoint)
         )
-    except (OAuth2Error, requests.RequestException, ValueError) as exc:
-        raise _token_error(exc) from None
+    except TOKEN_ERRORS as exc:
+        raise _token_error(exc, refreshing=True) from None
     return dict(token)
 
 

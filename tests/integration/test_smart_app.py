@@ -429,3 +429,33 @@ def test_standalone_launch_opens_the_worklist(
     html = check.get_data(as_text=True)
     assert check.status_code == 200, html[:400]
     assert "Documentation check" in html and "squats" in html
+
+
+def test_refused_code_or_refresh_token_is_a_clear_page(
+    public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]
+) -> None:
+    """The token endpoint refusing a forged code or a revoked refresh token (authlib's OAuthError) → a clear
+    page, not a 500."""
+    cr = ids["cr-aetna-01"]
+    client = public_app.test_client()
+    url = smart_auth.ehr_launch_url("http://localhost/app/launch", fhirContext=[{"reference": f"ClaimResponse/{cr}"}])
+    parts = urlsplit(url)
+    r = client.get(f"{parts.path}?{parts.query}")
+    callback = authorize(r.headers["Location"])
+    q = parse_qs(urlsplit(callback).query)
+    r = client.get("/app/callback", query_string={"state": q["state"][0], "code": "forged-" + q["code"][0]})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 400, html[:500]
+    assert "Sign-in not completed" in html and "invalid_grant" in html and "Something went wrong" not in html
+    # a revoked refresh token when the access token is about to expire → "Session expired, launch again"
+    smart_auth.set_switches(token_lifetime=30)
+    client = public_app.test_client()
+    launch(client, smart_auth, fhirContext=[{"reference": f"ClaimResponse/{cr}"}])
+    ts = _only_session(public_app)
+    assert ts.refresh_token
+    with smart_auth.state.lock:
+        smart_auth.state.refresh_tokens[ts.refresh_token].refresh_revoked = True
+    page = client.get(f"/app/claim/{cr}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 400, html[:500]
+    assert "Session expired, launch again" in html and "invalid_grant" in html and "Traceback" not in html
