@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import orjson
 import requests
@@ -48,6 +49,7 @@ class Issuer:
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     max_lifetime_seconds: int = 600
     tenant: str | None = None
+    fhir_servers: tuple[str, ...] | None = None  # base URL prefixes its fhirServer may name (None: any)
 
 
 def _issuer(iss: str, raw: Any, where: str) -> Issuer:
@@ -74,6 +76,16 @@ def _issuer(iss: str, raw: Any, where: str) -> Issuer:
     for url in [jwks_url, *jku_allow]:
         if url is not None and not str(url).startswith(("https://", "http://127.0.0.1", "http://localhost")):
             raise ConfigError(f"issuer {iss!r}: key URL {url!r} must be https", where=where)
+    fhir_servers: tuple[str, ...] | None = None
+    raw_servers = raw.get("fhir_servers")
+    if raw_servers is not None:
+        if not isinstance(raw_servers, list) or not all(isinstance(u, str) for u in raw_servers):
+            raise ConfigError(f"issuer {iss!r}: fhir_servers must be a list of base URLs", where=where)
+        for url in raw_servers:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+                raise ConfigError(f"issuer {iss!r}: fhir_servers entry {url!r} is not an http(s) base URL", where=where)
+        fhir_servers = tuple(raw_servers)
     return Issuer(
         iss=iss,
         jwks=dict(jwks) if jwks is not None else None,
@@ -82,11 +94,12 @@ def _issuer(iss: str, raw: Any, where: str) -> Issuer:
         algorithms=algorithms,
         max_lifetime_seconds=int(raw.get("max_lifetime_seconds") or 600),
         tenant=str(raw["tenant"]) if raw.get("tenant") else None,
+        fhir_servers=fhir_servers,
     )
 
 
 def parse_issuers(data: Any, where: str = "issuers") -> dict[str, Issuer]:
-    """`{iss: {jwks | jwks_url, jku_allow, algorithms, max_lifetime_seconds, tenant}}` → Issuer per iss."""
+    """`{iss: {jwks | jwks_url, jku_allow, algorithms, max_lifetime_seconds, tenant, fhir_servers}}` → Issuer per iss."""
     if data is None:
         return {}
     if not isinstance(data, Mapping):

@@ -16,6 +16,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from cds_hooks.cards import CardOptions, cards_for, prune_empty
 from cds_hooks.jwt import (
     AuthError,
+    Caller,
     MemoryReplayCache,
     RedisReplayCache,
     ReplayCache,
@@ -30,6 +31,7 @@ from ptguard.cds import (
     RequiredDataUnavailableError,
     discovery,
     parse_request,
+    restrict_fhir_server,
     run_check,
     warm_up,
     worklist_reader,
@@ -192,17 +194,23 @@ def _unauthorized(reason: str) -> Response:
 
 
 def _authorize() -> Response | None:
+    refused, _caller = _authenticate()
+    return refused
+
+
+def _authenticate() -> tuple[Response | None, Caller | None]:
+    """(a 401 response, None) when the call is refused, else (None, the verified caller or None when unsigned)."""
     state = _state()
     if state.allow_unsigned:
-        return None
+        return None, None
     audience = _public_url()
     if audience is None:
-        return _unauthorized("Host is not trusted and PTGUARD_PUBLIC_BASE_URL is not set")
+        return _unauthorized("Host is not trusted and PTGUARD_PUBLIC_BASE_URL is not set"), None
     try:
-        state.verifier.verify(request.headers.get("Authorization"), audience)
+        caller = state.verifier.verify(request.headers.get("Authorization"), audience)
     except AuthError as exc:
-        return _unauthorized(str(exc))
-    return None
+        return _unauthorized(str(exc)), None
+    return None, caller
 
 
 @bp.after_request
@@ -245,7 +253,7 @@ def _body() -> Any:
 @bp.post("/cds-services/<service_id>")
 def call(service_id: str) -> Response:
     started = time.monotonic()
-    refused = _authorize()
+    refused, caller = _authenticate()
     if refused is not None:
         return refused
     service = SERVICES.get(service_id)
@@ -255,6 +263,9 @@ def call(service_id: str) -> Response:
     state = _state()
     try:
         req = parse_request(_body(), service)
+        issuer = state.verifier.issuers.get(caller.iss) if caller is not None else None
+        if issuer is not None and issuer.fhir_servers is not None:
+            restrict_fhir_server(req, issuer.fhir_servers)
         factory: ClientFactory | None = cfg.get("CDS_CLIENT_FACTORY")
         worklist = worklist_reader(cfg["DATABASE_URL"]) if service.kind == "denials" else None
         kwargs: dict[str, Any] = {"client_factory": factory} if factory is not None else {}

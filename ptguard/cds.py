@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +23,8 @@ from ptguard.findings import Finding, data_quality
 from ptguard.rules.criteria_files import load_payer
 from ptguard.rules.engine import Evaluation, evaluate
 from ptguard.rules.tables import table
+
+log = logging.getLogger("ptguard.cds")
 
 CUSTOM_NOTE_HOOK = "ptguard-note-sign"
 Scope = Literal["encounter", "patient"]
@@ -240,6 +243,7 @@ class CdsRequest:
     fhir_server: str | None
     access_token: str | None
     prefetch: dict[str, Any]
+    notes: list[Finding] = field(default_factory=list)
 
     @property
     def patient_id(self) -> str:
@@ -309,6 +313,38 @@ def parse_request(body: Any, service: Service) -> CdsRequest:
     if prefetch is not None and not isinstance(prefetch, dict):
         raise CdsRequestError("'prefetch' is not an object", where="prefetch")
     return CdsRequest(hook, instance, context, server or None, token, dict(prefetch or {}))
+
+
+def fhir_server_allowed(url: str, prefixes: Iterable[str]) -> bool:
+    """True when `url` is under one of the base URL `prefixes`: same scheme and host:port, path at a segment boundary."""
+    parts = urlsplit(url)
+    if parts.username or parts.password or "\\" in url or any(ch.isspace() for ch in url):
+        return False
+    segments = [s for s in parts.path.split("/") if s]
+    if any(s in (".", "..") or "%" in s for s in segments):
+        return False
+    path = "/" + "/".join(segments)
+    for prefix in prefixes:
+        p = urlsplit(prefix)
+        if (parts.scheme.lower(), parts.netloc.lower()) != (p.scheme.lower(), p.netloc.lower()):
+            continue
+        base = "/" + "/".join(s for s in p.path.split("/") if s)
+        if base == "/" or path == base or path.startswith(base + "/"):
+            return True
+    return False
+
+
+def restrict_fhir_server(request: CdsRequest, prefixes: Iterable[str]) -> None:
+    """Drop a fhirServer (and its token) the caller's allow-list does not cover: nothing is fetched from it."""
+    if request.fhir_server is None or fhir_server_allowed(request.fhir_server, prefixes):
+        return
+    request.fhir_server = None
+    request.access_token = None
+    request.notes.append(
+        data_quality(
+            "fhir-server-not-allowed", "fhirServer not allowed for this issuer", "fhirServer", severity="warning"
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------- prefetch
@@ -505,7 +541,24 @@ def gather(
     finally:
         client.close()
     # A failed read of a reference the prefetch named is not worth a note of its own; failed chart queries are.
-    notes.extend(f for f in fetched.findings if not f.message.startswith("reference "))
+    # The caller sees one generic text per failed query: why it failed (refused, timed out, 403, 404, the server's
+    # diagnostics) would make ptguard an oracle for probing hosts; the kind of failure goes to the log only.
+    for f in fetched.findings:
+        label = f.message.partition(":")[0]
+        log.warning(
+            "CDS fetch of %s from fhirServer failed (%s)",
+            "a reference" if label.startswith("reference ") else label,
+            f.id,
+        )
+        if not label.startswith("reference "):
+            notes.append(
+                data_quality(
+                    "fhir-unavailable",
+                    f"{label}: could not be read from the FHIR server",
+                    "fhirServer",
+                    severity=f.severity,
+                )
+            )
     complete = fetched.complete and not any(f.severity == "warning" for f in fetched.findings)
     failed = {f.message.partition(":")[0] for f in fetched.findings}
     unavailable = failed & set(labels)
@@ -537,6 +590,7 @@ def run_check(
     reserve = min(0.06, budget_ms / 1000 * 0.15)
     deadline = started + budget_ms / 1000 - reserve
     result = CdsResult(service, request)
+    result.notes.extend(request.notes)
     read = read_prefetch(request)
     result.notes.extend(read.notes)
     if service.kind == "denials":

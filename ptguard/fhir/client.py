@@ -252,7 +252,7 @@ class FhirClient:
                     data=data,
                     headers=self._headers(headers, data is not None),
                     timeout=self.timeout,
-                    allow_redirects=method == "GET",
+                    allow_redirects=False,  # a redirect could point anywhere (SSRF); never followed
                 )
             except requests.exceptions.ReadTimeout:
                 _log(method, log_path, "timeout", started)
@@ -275,6 +275,10 @@ class FhirClient:
                 raise FhirServerError(f"{method} {resource_type}: request failed ({type(exc).__name__})") from None
 
             _log(method, log_path, str(response.status_code), started)
+            if 300 <= response.status_code < 400:
+                status = response.status_code
+                response.close()
+                raise FhirServerError(f"{method} {resource_type}: HTTP {status} redirect not followed", status=status)
             if response.status_code < 400:
                 return response
             if response.status_code in RETRY_STATUSES and not last:
