@@ -130,6 +130,26 @@ def _current() -> tuple[str, TokenSet, str]:
     return str(sid), ts, csrf
 
 
+def _patient_scoped(ts: TokenSet) -> bool:
+    """A patient-scoped launch: the token names a patient and every granted resource scope is `patient/…`."""
+    if not ts.context.patient:
+        return False
+    kinds = {x.split("/", 1)[0] for x in ts.scopes.items if "/" in x}
+    kinds &= {"patient", "user", "system"}
+    return "patient" in kinds and not kinds & {"user", "system"}
+
+
+def _scope(ts: TokenSet) -> cases.CaseScope:
+    """The cases this session may see: its own EHR's (FHIR base), and only its patient's after a patient launch."""
+    return cases.CaseScope(ts.fhir_base, ts.context.patient if _patient_scoped(ts) else None)
+
+
+def _case(case_id: str) -> tuple[cases.CaseView, TokenSet]:
+    """A case of this session's EHR (and patient); any other → the 404 page."""
+    _sid, ts, _ = _current()
+    return cases.get_case(_db(), case_id, scope=_scope(ts)), ts
+
+
 def _actor(ts: TokenSet) -> str:
     if ts.fhir_user:
         return ts.fhir_user
@@ -406,27 +426,16 @@ def worklist() -> str:
     """The biller's front door: the denial worklist and the open appeal cases."""
     from ptguard.remit.worklist import list_work_items
 
-    _current()
+    _sid, ts, _ = _current()
+    scope = _scope(ts)
     items = list_work_items(_db(), today=_today())
     open_items = [i for i in items if i.get("status") not in ("resolved", "dismissed", "reversed")]
-    from sqlalchemy import select
-
-    from ptguard.store.db import session_scope
-    from ptguard.store.models import AppealCase
-
-    with session_scope(_db()) as s:
-        rows = s.scalars(select(AppealCase).order_by(AppealCase.due_date)).all()
-        case_rows = [
-            {
-                "id": c.id,
-                "status": c.status,
-                "claim_response": c.claim_response_ref,
-                "due": c.due_date,
-                "payer": c.payer_id,
-                "category": c.category,
-            }
-            for c in rows
+    if scope.patient is not None:
+        wanted = scope.patient.split("/")[-1]
+        open_items = [
+            i for i in open_items if ((i.get("patient") or {}).get("reference") or "").split("/")[-1] == wanted
         ]
+    case_rows = cases.list_cases(_db(), scope=scope)
     return render_template(
         "smart_app/worklist.html",
         items=open_items,
@@ -489,8 +498,9 @@ def _next_step(denial: Denial, payer_id: str, case_views: list[cases.CaseView]) 
 def claim(cr_id: str) -> str:
     """The denied claim: lines, codes in plain words, category, path and why, next step and deadline, advice."""
     src, denial, notes, cr, _load = _load_source(cr_id)
+    _sid, ts, _ = _current()
     payer_id = src.payer_id if src else "default-commercial"
-    case_views = cases.cases_for(_db(), denial.reference)
+    case_views = cases.cases_for(_db(), denial.reference, scope=_scope(ts))
     step = _next_step(denial, payer_id, case_views)
     advice = None
     if src is not None and denial.denied:
@@ -523,14 +533,17 @@ def claim_by_claim(claim_id: str) -> Response:
 
 
 @bp.route("/claim/<cr_id>/appeal", methods=["GET", "POST"])
-def start_appeal(cr_id: str) -> Response:
-    """Open the draft appeal of this denial (assembled now if there is none)."""
+def start_appeal(cr_id: str) -> Response | str:
+    """Open the draft appeal of this denial. GET only opens an existing draft or shows the "Build the appeal letter"
+    form; the case is assembled and stored only by a POST carrying the CSRF token (a link or image cannot)."""
+    _sid, ts, _ = _current()
     if request.method == "POST":
         _check_csrf()
-    _sid, ts, _ = _current()
-    existing = [c for c in cases.cases_for(_db(), f"ClaimResponse/{cr_id}") if c.status == "draft"]
+    existing = [c for c in cases.cases_for(_db(), f"ClaimResponse/{cr_id}", scope=_scope(ts)) if c.status == "draft"]
     if existing and request.form.get("level") in (None, "", existing[-1].level):
         return redirect(url_for("smart_app.appeal", case_id=existing[-1].id))  # type: ignore[return-value]
+    if request.method != "POST":
+        return render_template("smart_app/start.html", cr_id=cr_id)
     src, _denial, _notes, _cr, _load = _load_source(cr_id)
     if src is None:
         raise NotFoundError("the letter cannot be assembled: " + "; ".join(_notes[-1:]))
@@ -568,8 +581,7 @@ def check(encounter_id: str) -> str:
 
 @bp.get("/appeal/<case_id>")
 def appeal(case_id: str) -> str:
-    _current()
-    view = cases.get_case(_db(), case_id)
+    view, _ts = _case(case_id)
     next_info = None
     if view.status == "decided" and view.decision == "upheld" and view.level:
         nxt = next_level(payer_type(view.payer_id or ""), view.level, _today())
@@ -582,8 +594,7 @@ def appeal(case_id: str) -> str:
 @bp.post("/appeal/<case_id>/edit")
 def edit(case_id: str) -> Response:
     _check_csrf()
-    _sid, ts, _ = _current()
-    view = cases.get_case(_db(), case_id)
+    view, ts = _case(case_id)
     edits: dict[str, tuple[str, bool]] = {}
     for s in view.letter.sentences():
         text = request.form.get(f"text-{s.id}")
@@ -602,8 +613,7 @@ def edit(case_id: str) -> Response:
 
 @bp.get("/appeal/<case_id>/packet.pdf")
 def packet(case_id: str) -> Response:
-    _sid, ts, _ = _current()
-    view = cases.get_case(_db(), case_id)
+    view, ts = _case(case_id)
     pdf = render_packet(view.letter, today=_today()).pdf
     cases.record_event(_db(), case_id, actor=_actor(ts), action="packet.downloaded", detail={"bytes": len(pdf)})
     return Response(
@@ -616,8 +626,8 @@ def packet(case_id: str) -> Response:
 @bp.post("/appeal/<case_id>/writeback")
 def do_writeback(case_id: str) -> Response:
     _check_csrf()
+    view, _ts = _case(case_id)
     client, ts = _client()
-    view = cases.get_case(_db(), case_id)
     pdf = render_packet(view.letter, today=_today()).pdf
     with client:
         result = writeback(client, view.letter, pdf, scopes=ts.scopes, case_id=case_id)
@@ -641,7 +651,7 @@ def do_writeback(case_id: str) -> Response:
 @bp.post("/appeal/<case_id>/status")
 def status(case_id: str) -> Response:
     _check_csrf()
-    _sid, ts, _ = _current()
+    _view, ts = _case(case_id)
     cases.set_status(
         _db(), case_id, request.form.get("status", ""), actor=_actor(ts), decision=request.form.get("decision") or None
     )

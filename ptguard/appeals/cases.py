@@ -38,6 +38,32 @@ class CaseView:
     audit: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class CaseScope:
+    """Which cases a caller may see: those of one FHIR server (EHR tenant), optionally of one patient only."""
+
+    fhir_server: str
+    patient: str | None = None
+
+    def allows(self, fhir_server: str | None, patient_ref: str | None) -> bool:
+        if not fhir_server or _base(fhir_server) != _base(self.fhir_server):
+            return False
+        return self.patient is None or _ref_id(patient_ref) == _ref_id(self.patient)
+
+
+def _base(url: str) -> str:
+    return url.strip().rstrip("/")
+
+
+def _ref_id(ref: str | None) -> str:
+    """`Patient/1`, `https://x/fhir/Patient/1` and `1` all name patient 1."""
+    return (ref or "").rstrip("/").split("/")[-1]
+
+
+def _visible(case: AppealCase, scope: CaseScope | None) -> bool:
+    return scope is None or scope.allows(case.fhir_server, case.patient_ref)
+
+
 def _view(case: AppealCase) -> CaseView:
     return CaseView(
         id=case.id,
@@ -101,22 +127,44 @@ def create_case(db_url: str, letter: AppealLetter, *, actor: str, fhir_server: s
         return case.id
 
 
-def get_case(db_url: str, case_id: str) -> CaseView:
+def get_case(db_url: str, case_id: str, *, scope: CaseScope | None = None) -> CaseView:
+    """One case; NotFoundError when there is none with that id or it lies outside `scope` (another EHR/patient)."""
     with session_scope(db_url) as s:
-        case = s.get(AppealCase, case_id)
-        if case is None:
+        case = s.get(AppealCase, case_id[:64])
+        if case is None or not _visible(case, scope):
             raise NotFoundError(f"no appeal case {case_id!r}")
         return _view(case)
 
 
-def cases_for(db_url: str, claim_response_ref: str) -> list[CaseView]:
+def cases_for(db_url: str, claim_response_ref: str, *, scope: CaseScope | None = None) -> list[CaseView]:
+    """The cases of one ClaimResponse (within `scope`: the same reference on another EHR is another claim)."""
     with session_scope(db_url) as s:
         rows = s.scalars(
             select(AppealCase)
             .where(AppealCase.claim_response_ref == claim_response_ref)
             .order_by(AppealCase.created_at)
         ).all()
-        return [_view(c) for c in rows]
+        return [_view(c) for c in rows if _visible(c, scope)]
+
+
+def list_cases(db_url: str, *, scope: CaseScope | None = None) -> list[dict[str, Any]]:
+    """Every case within `scope`, soonest due first, as plain rows for a list."""
+    with session_scope(db_url) as s:
+        query = select(AppealCase).order_by(AppealCase.due_date)
+        if scope is not None:
+            query = query.where(AppealCase.fhir_server.is_not(None))
+        return [
+            {
+                "id": c.id,
+                "status": c.status,
+                "claim_response": c.claim_response_ref,
+                "due": c.due_date,
+                "payer": c.payer_id,
+                "category": c.category,
+            }
+            for c in s.scalars(query).all()
+            if _visible(c, scope)
+        ]
 
 
 def save_edits(db_url: str, case_id: str, edits: dict[str, tuple[str, bool]], *, actor: str) -> CaseView:
