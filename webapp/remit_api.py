@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from ptguard.fhir.client import FhirClient
 from ptguard.remit.denial_output import looks_like_x12
-from ptguard.remit.fetch import FETCH_BASES_SETTING, FETCH_TOKEN_SETTING, allowed, fetch, parse_bases
+from ptguard.remit.fetch import FETCH_BASES_SETTING, FETCH_TOKEN_SETTING, allowed, fetch, normalise, parse_bases
 from ptguard.remit.intake import import_835
 from ptguard.remit.jobs import JobQueue
 from ptguard.remit.matching import CLAIM_ID_SYSTEM_SETTING, claim_id_systems
@@ -85,8 +85,14 @@ def _run_import(data: bytes, filename: str, app: Flask) -> dict[str, Any]:
         token = _setting(FHIR_TOKEN_SETTING)
     client = FhirClient(base, token=token) if base else None
     try:
-        result = import_835(data, filename=filename, db_url=db_url, fhir=client,
-                            today=datetime.now().astimezone().date(), claim_id_systems=systems)
+        result = import_835(
+            data,
+            filename=filename,
+            db_url=db_url,
+            fhir=client,
+            today=datetime.now().astimezone().date(),
+            claim_id_systems=systems,
+        )
     finally:
         if client is not None:
             client.close()
@@ -147,9 +153,10 @@ def post_notify() -> Any:
         return _error(500, "the clearinghouse allow-list is misconfigured")
     if not bases:
         return _error(403, "no clearinghouse base URL is allow-listed (PTGUARD_REMIT_FETCH_BASES); refusing to fetch")
-    if not allowed(url.strip(), bases):
+    target = normalise(url.strip(), bases) if allowed(url.strip(), bases) else None
+    if target is None:
         return _error(403, "file_url is not under an allow-listed clearinghouse base; refusing to fetch")
-    url = url.strip()
+    url = target  # the normalised URL: what was checked is what is fetched
     name = str(file_id) if file_id is not None else url.rsplit("/", 1)[-1]
     filename = os.path.basename(name)[:200] or "notified.835"
     limit = _max_bytes()

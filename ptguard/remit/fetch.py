@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
@@ -32,20 +33,52 @@ def parse_bases(raw: str | None) -> list[str]:
     return out
 
 
-def allowed(url: str, bases: Sequence[str]) -> bool:
-    """True when `url` is under one of `bases`: same scheme, same host and port, path below the base path."""
+def normalise(url: str, bases: Sequence[str]) -> str | None:
+    """The URL to fetch when `url` is under one of `bases`, else None.
+
+    The path is percent-decoded and normalised (`.`/`..` resolved) before it is compared with the base paths, so
+    `%2e%2e` or `%2E%2E` cannot climb out of a base; `;` path parameters (`..;/`), encoded slashes or backslashes
+    (`%2f`, `%5c`), backslashes, whitespace, control characters, user-info and a `%` left after decoding (double
+    encoding) are refused outright. The returned URL is rebuilt from the normalised path (what is checked is what
+    is fetched).
+    """
+    if not isinstance(url, str) or "\\" in url or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return None
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
-        return False
-    if "\\" in url or any(ch.isspace() for ch in url) or ".." in parts.path.split("/"):
-        return False
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password or parts.fragment:
+        return None
+    raw_path = parts.path or "/"
+    lowered = raw_path.lower()
+    if ";" in raw_path or "%2f" in lowered or "%5c" in lowered or "%3b" in lowered:
+        return None
+    path = unquote(raw_path, errors="strict")
+    if "%" in path or "\\" in path or ";" in path or not path.startswith("/") or path.startswith("//"):
+        return None
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        return None
+    normal = posixpath.normpath(path)
+    if normal.startswith("//"):
+        return None
+    if path.endswith("/") and normal != "/":
+        normal += "/"
     for base in bases:
         b = urlsplit(base)
-        if (parts.scheme, parts.netloc.lower()) == (b.scheme, b.netloc.lower()) and (parts.path + "/").startswith(
-            b.path if b.path.endswith("/") else b.path + "/"
+        base_path = b.path if b.path.endswith("/") else b.path + "/"
+        if (scheme, parts.netloc.lower()) == (b.scheme.lower(), b.netloc.lower()) and (normal + "/").startswith(
+            base_path
         ):
-            return True
-    return False
+            query = f"?{parts.query}" if parts.query else ""
+            return f"{scheme}://{parts.netloc}{quote(normal, safe='/')}{query}"
+    return None
+
+
+def allowed(url: str, bases: Sequence[str]) -> bool:
+    """True when `url` is under one of `bases`: same scheme, same host and port, normalised path below the base."""
+    try:
+        return normalise(url, bases) is not None
+    except (ValueError, UnicodeError):
+        return False
 
 
 def fetch(
@@ -58,8 +91,13 @@ def fetch(
     session: requests.Session | None = None,
 ) -> bytes:
     """GET the file (no redirects followed) and return its bytes; refuses URLs outside `bases` and oversized files."""
-    if not allowed(url, bases):
+    try:
+        target = normalise(url, bases)
+    except (ValueError, UnicodeError):
+        target = None
+    if target is None:
         raise InputError("file_url is not under an allow-listed clearinghouse base (PTGUARD_REMIT_FETCH_BASES)")
+    url = target
     headers = {"Accept": "application/edi-x12, text/plain, application/octet-stream"}
     if token:
         headers["Authorization"] = f"Bearer {token}"

@@ -149,3 +149,51 @@ def test_allow_list_rules() -> None:
     assert not allowed("http://10.0.0.5:8081/drop/x.835", bases)
     with pytest.raises(Exception, match="not an absolute"):
         parse_bases("ftp://x/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://ch.example/era/%2e%2e/admin",
+        "https://ch.example/era/%2E%2E/%2E%2E/etc/passwd",
+        "https://ch.example/era/%2e%2E/era-other/x.835",
+        "https://ch.example/era/..;/admin",
+        "https://ch.example/era/x;jsessionid=1/../../admin",
+        "https://ch.example/era/%2fadmin",
+        "https://ch.example/era/..%2F..%2Fadmin",
+        "https://ch.example/era/..%5cadmin",
+        "https://ch.example/era/..\\admin",
+        "https://ch.example/era\\..\\admin",
+        "https://ch.example/era/%252e%252e/admin",
+        "https://ch.example/era/./../admin",
+        "https://ch.example//era/x.835",
+        "https://ch.example/era/x.835#frag",
+    ],
+)
+def test_allow_list_cannot_be_climbed_out_of_with_encodings(url: str) -> None:
+    bases = parse_bases("https://ch.example/era")
+    assert not allowed(url, bases), url
+
+
+def test_allow_list_fetches_the_normalised_url() -> None:
+    from ptguard.remit.fetch import normalise
+
+    bases = parse_bases("https://ch.example/era")
+    assert normalise("https://ch.example/era/a/%2e%2e/b.835", bases) == "https://ch.example/era/b.835"
+    assert normalise("https://ch.example/era/./x%20y.835", bases) == "https://ch.example/era/x%20y.835"
+    assert normalise("https://ch.example/era/x%00.835", bases) is None
+    assert normalise("https://ch.example/era/x.835?v=1", bases) == "https://ch.example/era/x.835?v=1"
+
+
+@responses.activate
+def test_notify_with_encoded_dot_dot_is_refused_without_a_request(client: FlaskClient) -> None:
+    for url in (
+        "https://clearinghouse.example/files/%2e%2e/admin",
+        "https://clearinghouse.example/files/%2E%2E/admin",
+        "https://clearinghouse.example/files/..;/admin",
+        "https://clearinghouse.example/files/%2fadmin",
+        "https://clearinghouse.example/files/..\\admin",
+    ):
+        response = client.post("/remit/notify", json={"file_url": url, "file_id": "a"}, headers=AUTH)
+        assert response.status_code == 403, url
+    assert len(responses.calls) == 0
