@@ -436,6 +436,9 @@ def worklist() -> str:
             i for i in open_items if ((i.get("patient") or {}).get("reference") or "").split("/")[-1] == wanted
         ]
     case_rows = cases.list_cases(_db(), scope=scope)
+    for i in open_items:
+        i["code_labels"] = _code_labels(i)
+        i["chart_matched"] = bool(i.get("matched")) and bool((i.get("patient") or {}).get("reference"))
     return render_template(
         "smart_app/worklist.html",
         items=open_items,
@@ -443,6 +446,43 @@ def worklist() -> str:
         picker=request.args.get("picker") == "1",
         today=_today(),
     )
+
+
+@bp.get("/item/<item_id>")
+def work_item(item_id: str) -> str:
+    """A worklist denial as received (835): decoded from the stored ClaimResponse, even when no chart claim matched."""
+    from ptguard.remit.worklist import get_work_item
+
+    _sid, ts, _ = _current()
+    scope = _scope(ts)
+    item = get_work_item(_db(), item_id, today=_today())
+    patient_ref = (item.get("patient") or {}).get("reference")
+    if scope.patient is not None and (patient_ref or "").split("/")[-1] != scope.patient.split("/")[-1]:
+        raise NotFoundError(f"no work item {item_id!r}")
+    denial: Denial | None = None
+    resource = item.get("claim_response_resource")
+    if isinstance(resource, dict):
+        try:
+            denial = decode(resource, payer_hint=(item.get("payer") or {}).get("id"))
+        except (PtguardError, ValueError, TypeError, KeyError, AttributeError):
+            denial = None
+    matched = bool(item.get("matched")) and bool(patient_ref) and bool(item.get("claim_response"))
+    return render_template("smart_app/item.html", item=item, denial=denial, matched=matched, codes=_code_labels(item))
+
+
+def _code_labels(item: dict[str, Any]) -> list[str]:
+    """The item's reason codes as a biller writes them: `CO-50`, `N130` (not the stored dicts)."""
+    out: list[str] = []
+    for c in item.get("codes") or []:
+        if isinstance(c, dict) and c.get("code"):
+            label = f"{c['group']}-{c['code']}" if c.get("group") else str(c["code"])
+        elif isinstance(c, str | int):
+            label = str(c)
+        else:
+            continue
+        if label not in out:
+            out.append(label)
+    return out
 
 
 # ------------------------------------------------------------------ denied-claim view
