@@ -297,7 +297,7 @@ def signing_cards(result: CdsResult, options: CardOptions) -> CardSet:
                 card["links"] = links
             out.cards.append(card)
             out.issued.append(IssuedCard(card["uuid"], finding.id, ev.payer.payer))
-        if not out.cards and options.all_clear:
+        if not out.cards and options.all_clear and not billing_blockers(result):
             card = {
                 "uuid": _new_uuid(),
                 "summary": f"{payer_name}: 97530 documentation and billing meet every checked criterion",
@@ -308,8 +308,65 @@ def signing_cards(result: CdsResult, options: CardOptions) -> CardSet:
             }
             out.cards.append(card)
             out.issued.append(IssuedCard(card["uuid"], "all-clear", ev.payer.payer))
+    _billing_blocker_cards(result, out)
     _incomplete_card(result, out)
     return out
+
+
+# Data-quality findings that leave a billed line's units unchecked, and the reason the card gives (no chart data).
+BILLING_BLOCKERS: dict[str, str] = {
+    "data-quality.bad-units": "the claim line's quantity is not a usable number of units",
+    "data-quality.bad-claim-items": "the claim's lines (Claim.item) could not be read",
+    "data-quality.implausible-minutes": "the recorded treatment minutes are not plausible",
+    "data-quality.no-minutes": "no treatment minutes are recorded for this timed code",
+}
+_CODE_PREFIX = re.compile(r"^([A-Z0-9]{5})\b")
+BILLED_CODE = "97530"
+
+
+def billing_blockers(result: CdsResult) -> list[tuple[str, str, Finding]]:
+    """(code, reason, finding) per distinct data problem that stops a billing check of a billed line."""
+    ev = result.evaluation
+    if ev is None:
+        return []
+    billed = {line.code for line in ev.visit.billed}
+    out: list[tuple[str, str, Finding]] = []
+    seen: set[tuple[str, str]] = set()
+    for finding in [*ev.findings, *result.chart_notes]:
+        reason = BILLING_BLOCKERS.get(finding.id)
+        if reason is None:
+            continue
+        match = _CODE_PREFIX.match(finding.message)
+        code = match.group(1) if match else BILLED_CODE
+        if finding.id in ("data-quality.implausible-minutes", "data-quality.no-minutes") and code not in billed:
+            continue  # minutes of a code that is not billed stop no billing check
+        if (code, finding.id) in seen:
+            continue
+        seen.add((code, finding.id))
+        out.append((code, reason, finding))
+    return out
+
+
+def _billing_blocker_cards(result: CdsResult, out: CardSet) -> None:
+    ev = result.evaluation
+    for code, reason, finding in billing_blockers(result):
+        card: dict[str, Any] = {
+            "uuid": _new_uuid(),
+            "summary": _shorten(f"{code}: billed units could not be checked — {reason}", MAX_SUMMARY),
+            "detail": (
+                f"ptguard could not check the billed units of {code} against the treatment minutes because "
+                f"{reason}. Correct the {'claim line' if 'claim' in reason else 'documented minutes'} "
+                "and re-check before billing."
+            ),
+            "indicator": "warning",
+            "source": {
+                "label": "ptguard data quality",
+                "topic": {"system": TOPIC_SYSTEM, "code": finding.id, "display": "Billed units not checked"},
+            },
+            "overrideReasons": _override(OVERRIDE_REASONS),
+        }
+        out.cards.append(card)
+        out.issued.append(IssuedCard(card["uuid"], finding.id, ev.payer.payer if ev is not None else None))
 
 
 def _incomplete_card(result: CdsResult, out: CardSet) -> None:

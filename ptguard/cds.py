@@ -475,6 +475,7 @@ class CdsResult:
     claims: dict[str, Resource] = field(default_factory=dict)
     unavailable: set[str] = field(default_factory=set)
     withheld: list[str] = field(default_factory=list)
+    chart_notes: list[Finding] = field(default_factory=list)  # the chart reader's notes about the whole load
 
     @property
     def problems(self) -> list[Finding]:
@@ -673,6 +674,7 @@ def _signing(
         if claim is not None:
             result.claims[line.claim_reference] = claim
     result.evaluation = evaluate(visit)
+    result.chart_notes = [f for f in builder.load_findings if f.id == "data-quality.bad-claim-items"]
     if result.unavailable:
         _drop_unsupported(result)
 
