@@ -152,12 +152,18 @@ def load_issuers(source: str | None) -> dict[str, IssuerConfig]:
         if cfg.auth_method not in ("none", "private_key_jwt"):
             raise ConfigError(f"issuer {cfg.fhir_base}: auth_method must be none or private_key_jwt")
         for url in [cfg.fhir_base, *cfg.aliases]:
-            out[issuer_key(url)] = cfg
+            try:
+                out[issuer_key(url)] = cfg
+            except ValueError:
+                raise ConfigError(f"issuer {url!r} is not a valid URL (port out of range?)") from None
     return out
 
 
 def find_issuer(issuers: dict[str, IssuerConfig], iss: str) -> IssuerConfig:
-    cfg = issuers.get(issuer_key(iss))
+    try:
+        cfg = issuers.get(issuer_key(iss))
+    except ValueError:  # e.g. a port out of range: urlsplit's .port raises
+        cfg = None
     if cfg is None:
         raise SmartError(
             "The EHR that launched the app is not on ptguard's list of known EHRs, so the app did not send it any "

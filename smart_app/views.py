@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import time
 from datetime import date, datetime
@@ -52,6 +53,23 @@ DISCOVERY_TTL = 600
 
 class NeedLaunchError(SmartError):
     """No signed-in session for this request."""
+
+
+# A FHIR id (R4: [A-Za-z0-9\-\.]{1,64}), matched in full: no trailing newline, and not "." or ".." (path segments).
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+ID_ARGS = ("cr_id", "claim_id", "encounter_id", "case_id", "item_id")
+
+
+def valid_id(value: object) -> bool:
+    """A FHIR / case id: the whole string is 1-64 of A-Z a-z 0-9 - . and it is not made only of dots."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None and value.strip(".") != ""
+
+
+@bp.url_value_preprocessor
+def _check_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    for name in ID_ARGS:
+        if values and name in values and not valid_id(values[name]):
+            raise NotFoundError("that is not a valid id (1-64 letters, digits, '-' or '.')")
 
 
 # ------------------------------------------------------------------ app state

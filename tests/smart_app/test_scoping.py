@@ -137,3 +137,17 @@ def test_creating_a_case_and_signing_out_need_a_post_with_the_csrf_token(app: Fl
     r = client.post("/app/logout", data={"csrf": csrf})
     assert r.status_code == 302
     assert client.get("/app/").status_code == 401
+
+
+def test_ids_are_matched_in_full(app: Flask) -> None:
+    from smart_app.views import valid_id
+
+    for good in ("cr-aetna-01", "a.b", "A1", "x" * 64, "0f3a9c"):
+        assert valid_id(good), good
+    for bad in ("cr-1\n", "..", ".", "...", "", "x" * 65, "a/b", "a b", "é", "cr-1\r\n"):
+        assert not valid_id(bad), repr(bad)
+    client, _ = _client(app, _ts(EHR_A, "launch user/*.rs", None))
+    for path in ("/app/claim/cr-1%0A", "/app/claim/..", "/app/check/%2E%2E", "/app/appeal/..", "/app/item/abc%0A"):
+        r = client.get(path)
+        assert r.status_code == 404, (path, r.status_code)
+        assert "not a valid id" in r.get_data(as_text=True)

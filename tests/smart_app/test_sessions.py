@@ -98,3 +98,20 @@ def test_refresh_is_saved_and_expired_rows_are_cleaned_up(tmp_path: Path) -> Non
     store.put(_ts())  # a new sign-in sweeps the expired rows
     with session_scope(db) as s:
         assert len(s.scalars(select(SmartSession)).all()) == 1
+
+
+def test_launch_with_an_invalid_port_is_unknown_ehr(tmp_path: Path) -> None:
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'p.sqlite3'}",
+            "SECRET_KEY": "k",
+            "PTGUARD_SMART_ISSUERS": '{"issuers": [{"fhir_base": "http://127.0.0.1:8090/fhir", "client_id": "c"}]}',
+        }
+    )
+    client = app.test_client()
+    for iss in ("http://127.0.0.1:99999/fhir", "http://127.0.0.1:-1/fhir", "http://[::1/fhir"):
+        r = client.get("/app/launch", query_string={"iss": iss, "launch": "x"})
+        html = r.get_data(as_text=True)
+        assert r.status_code == 400, (iss, r.status_code)
+        assert "Unknown EHR" in html and "Something went wrong" not in html
