@@ -14,6 +14,7 @@ from urllib.parse import urljoin, urlsplit
 
 import orjson
 import requests
+import urllib3
 
 from ptguard.errors import FhirServerError, InputError, NotFoundError
 
@@ -25,6 +26,9 @@ Params = Mapping[str, ParamValue] | Sequence[tuple[str, str]]
 
 FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+DEFAULT_MAX_RESPONSE_BYTES = 20 * 1024 * 1024
+DEFAULT_TOTAL_TIMEOUT = 120.0
+_CHUNK = 64 * 1024
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _MAX_DIAGNOSTICS = 200
@@ -33,7 +37,10 @@ _MAX_DIAGNOSTICS = 200
 class FhirClient:
     """A small, strict FHIR R4 client.
 
-    `timeout` is seconds for connect and for each read (a float, or a (connect, read) pair).
+    `timeout` is seconds for connect and for each read (a float, or a (connect, read) pair). A socket read timeout
+    alone does not bound a server that trickles bytes, so each request also has a total deadline
+    (`total_timeout` seconds, and never past `deadline`, a time.monotonic() value the caller may set) and a size
+    cap (`max_response_bytes`): the body is streamed and the response closed as soon as either is exceeded.
     GETs are retried `retries` times with exponential backoff on connection errors and on
     429/502/503/504 (honouring Retry-After up to `max_retry_after` seconds); a read timeout and
     any non-GET are never retried. Errors are raised as FhirServerError (NotFoundError for 404)
@@ -54,6 +61,9 @@ class FhirClient:
         max_retry_after: float = 30.0,
         max_pages: int = 100,
         sleep: Callable[[float], None] = time.sleep,
+        total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float | None = None,
     ) -> None:
         base = base_url.strip()
         parts = urlsplit(base)
@@ -69,6 +79,9 @@ class FhirClient:
         self.max_retry_after = max_retry_after
         self.max_pages = max_pages
         self._sleep = sleep
+        self.total_timeout = total_timeout
+        self.max_response_bytes = max_response_bytes
+        self.deadline = deadline
         self._own_session = session is None
         self.session = session if session is not None else requests.Session()
 
@@ -241,9 +254,15 @@ class FhirClient:
         log_path = urlsplit(url).path
         data = orjson.dumps(body) if body is not None else None
         attempts = 1 + (self.retries if method == "GET" else 0)
+        deadline = time.monotonic() + self.total_timeout
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
         for attempt in range(attempts):
             last = attempt == attempts - 1
             started = time.monotonic()
+            remaining = deadline - started
+            if remaining <= 0:
+                raise FhirServerError(f"{method} {resource_type}: no answer within the time allowed")
             try:
                 response = self.session.request(
                     method,
@@ -251,8 +270,9 @@ class FhirClient:
                     params=params,
                     data=data,
                     headers=self._headers(headers, data is not None),
-                    timeout=self.timeout,
+                    timeout=(min(self.timeout[0], remaining), min(self.timeout[1], remaining)),
                     allow_redirects=False,  # a redirect could point anywhere (SSRF); never followed
+                    stream=True,  # the body is read below, within the deadline and the size cap
                 )
             except requests.exceptions.ReadTimeout:
                 _log(method, log_path, "timeout", started)
@@ -274,6 +294,10 @@ class FhirClient:
                 _log(method, log_path, "error", started)
                 raise FhirServerError(f"{method} {resource_type}: request failed ({type(exc).__name__})") from None
 
+            if 300 <= response.status_code < 400 or (response.status_code in RETRY_STATUSES and not last):
+                pass  # the body is not needed
+            else:
+                self._read_body(response, method, resource_type, deadline)
             _log(method, log_path, str(response.status_code), started)
             if 300 <= response.status_code < 400:
                 status = response.status_code
@@ -288,6 +312,40 @@ class FhirClient:
                 continue
             raise _error(response, method, resource_type, self._token)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_body(self, response: requests.Response, method: str, resource_type: str, deadline: float) -> None:
+        """Read the streamed body into `response` (so `.content` works), within `deadline` and the size cap."""
+        limit = self.max_response_bytes
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            response.close()
+            raise FhirServerError(f"{method} {resource_type}: the answer is over the {limit} byte limit")
+        raw = response.raw
+        body = bytearray()
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise FhirServerError(
+                        f"{method} {resource_type}: the answer did not arrive within the time allowed"
+                    )
+                chunk = raw.read1(_CHUNK, decode_content=True) if hasattr(raw, "read1") else raw.read(_CHUNK)
+                if not chunk:
+                    break
+                body.extend(chunk)
+                if len(body) > limit:
+                    raise FhirServerError(f"{method} {resource_type}: the answer is over the {limit} byte limit")
+        except FhirServerError:
+            response.close()
+            raise
+        except (urllib3.exceptions.HTTPError, OSError, requests.exceptions.RequestException) as exc:
+            response.close()
+            raise FhirServerError(
+                f"{method} {resource_type}: reading the answer failed ({type(exc).__name__})"
+            ) from None
+        response._content = bytes(body)
+        release = getattr(raw, "release_conn", None)
+        if callable(release):
+            release()
 
     def _backoff(self, attempt: int) -> float:
         return float(min(self.max_backoff, self.backoff * (2**attempt)))

@@ -126,6 +126,11 @@ def fetch(
             seen.add(key)
             result.load.add(res, f"{client.base_url}/{key}")
 
+    if budget_seconds is not None:
+        # Every request of the client ends by the budget's end (a trickling server cannot keep a thread reading).
+        client_deadline = time.monotonic() + budget_seconds
+        if client.deadline is None or client.deadline > client_deadline:
+            client.deadline = client_deadline
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ptguard-fetch")
     try:
         rounds: list[list[Query]] = [list(queries)]
