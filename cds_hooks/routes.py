@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from cds_hooks.cards import CardOptions, cards_for, prune_empty
 from cds_hooks.jwt import (
@@ -49,6 +50,7 @@ CORS_HEADERS = {
     "Access-Control-Allow-Headers": "Authorization, Content-Type, Accept",
     "Access-Control-Max-Age": "600",
 }
+CDS_MAX_BODY_BYTES = 10 * 1024 * 1024  # a CDS request body (prefetch included) larger than this is refused (413)
 UNSIGNED_WARNING = (
     "!!! PTGUARD_CDS_ALLOW_UNSIGNED=1: the CDS Hooks service accepts calls WITHOUT a verified JWT. "
     "Development only — never run this in production. !!!"
@@ -83,6 +85,7 @@ def configure(app: Flask) -> None:
     cfg.setdefault("CDS_CLIENT_FACTORY", None)
     cfg.setdefault("CDS_JWKS_CACHE", None)
     cfg.setdefault("CDS_TRUSTED_HOSTS", env.get("PTGUARD_TRUSTED_HOSTS"))
+    cfg.setdefault("CDS_MAX_BODY_BYTES", int(env.get("PTGUARD_CDS_MAX_BODY_BYTES") or CDS_MAX_BODY_BYTES))
     if cfg["CDS_ISSUERS"] is not None:
         issuers = parse_issuers(cfg["CDS_ISSUERS"], "CDS_ISSUERS")
     elif cfg["CDS_ISSUERS_FILE"]:
@@ -240,8 +243,19 @@ def services() -> Response:
     return _json(discovery())
 
 
+class BodyTooLargeError(CdsRequestError):
+    """The request body is over CDS_MAX_BODY_BYTES (answered 413)."""
+
+
 def _body() -> Any:
-    raw = request.get_data(cache=False)
+    limit = int(current_app.config["CDS_MAX_BODY_BYTES"])
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLargeError(f"the request body is over the {limit} byte limit", code="too-long")
+    request.max_content_length = limit  # also bounds a chunked body without Content-Length
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise BodyTooLargeError(f"the request body is over the {limit} byte limit", code="too-long") from None
     if not raw:
         raise CdsRequestError("empty request body", code="structure")
     try:
@@ -281,7 +295,7 @@ def call(service_id: str) -> Response:
             **kwargs,
         )
     except CdsRequestError as exc:
-        return _outcome(400, exc.message, code=exc.code, where=exc.where)
+        return _outcome(413 if isinstance(exc, BodyTooLargeError) else 400, exc.message, code=exc.code, where=exc.where)
     except RequiredDataUnavailableError as exc:
         return _outcome(412, exc.message, code="not-found", where=exc.where)
     except PtguardError as exc:
@@ -327,7 +341,7 @@ def feedback(service_id: str) -> Response:
     try:
         items = parse_feedback(_body())
     except CdsRequestError as exc:
-        return _outcome(400, exc.message, code=exc.code, where=exc.where)
+        return _outcome(413 if isinstance(exc, BodyTooLargeError) else 400, exc.message, code=exc.code, where=exc.where)
     _state().recorder.flush(1.0)
     new, repeats = store_feedback(current_app.config["DATABASE_URL"], service_id, items)
     log.info("CDS feedback for %s: %d new, %d repeated", service_id, new, repeats)

@@ -816,6 +816,19 @@ class ChartBuilder:
 
     def _notes(self, visit: TherapyVisit, encounter: Resource) -> None:
         ix = self.index
+        # The rules scan at most this many characters per note (narrative-patterns.yaml `max_note_characters`):
+        # a megabyte-sized note would otherwise cost seconds of regex time on every check.
+        limit = int(table("narrative-patterns").get("max_note_characters") or 100_000)
+
+        def add(ref: str, text: str, kind: str) -> None:
+            text = text.strip()
+            if len(text) > limit:
+                visit.findings.append(
+                    data_quality("note-truncated", f"note truncated to {limit} characters for checking", ref)
+                )
+                text = text[:limit]
+            visit.notes.append(NoteText(ref, text, kind))
+
         for doc in self.docs_by_enc.get(id(encounter), []):
             if doc.get("status") == "entered-in-error":
                 continue
@@ -835,7 +848,7 @@ class ChartBuilder:
                             data_quality("note-not-inline", "note text is only at a URL; not read", dref)
                         )
                     continue
-                visit.notes.append(NoteText(dref, text.strip(), "note"))
+                add(dref, text, "note")
         for comp in self.comps_by_enc.get(id(encounter), []):
             cref = ix.label(comp)
             stack = list(comp.get("section") or [])
@@ -845,12 +858,12 @@ class ChartBuilder:
                     continue
                 div = (sec.get("text") or {}).get("div") if isinstance(sec.get("text"), dict) else None
                 if isinstance(div, str):
-                    visit.notes.append(NoteText(cref, html_to_text(div).strip(), "composition"))
+                    add(cref, html_to_text(div), "composition")
                 stack.extend(sec.get("section") or [])
         for p in self.procs_by_enc.get(id(encounter), []):
             for note in p.get("note") or []:
                 if isinstance(note, dict) and isinstance(note.get("text"), str):
-                    visit.notes.append(NoteText(ix.label(p), note["text"].strip(), "procedure-note"))
+                    add(ix.label(p), note["text"], "procedure-note")
 
     def _patient_context(self, visit: TherapyVisit, encounter: Resource, pk: int | str) -> None:
         ix = self.index
