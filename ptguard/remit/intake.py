@@ -5,16 +5,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 import re
+import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,7 +37,7 @@ from ptguard.remit.to_fhir import (
 )
 from ptguard.remit.x12 import ReadResult, X12Error, read_835
 from ptguard.store.db import session_scope
-from ptguard.store.models import RemitFile, WorkItem
+from ptguard.store.models import RemitFile, WorkItem, utcnow
 
 log = logging.getLogger("ptguard.remit")
 
@@ -85,7 +87,7 @@ class ImportResult:
 
     filename: str
     sha256: str
-    status: str  # imported | quarantined | already-imported | rejected | failed
+    status: str  # imported | quarantined | already-imported | in-progress | rejected | failed
     remit_file_id: str | None = None
     message: str | None = None
     claims: int = 0
@@ -451,37 +453,98 @@ def _source_extension(resource: dict[str, Any], sha: str, filename: str) -> None
         "identifier": {"system": REMIT_FILE_SHA256, "value": sha}, "display": Path(filename).name}})
 
 
+LEASE_SECONDS = 900  # how long an import may hold a file before another process may take it over
+IN_PROGRESS = "in-progress"
+
+
+def lease_owner_id() -> str:
+    """This import's lease owner: host, process and a random part (two imports in one process differ too)."""
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
 def _register(db_url: str, sha: str, data: bytes, filename: str, ckey: str | None,
-              errors: list[str]) -> tuple[str | None, ImportResult | None]:
-    """Store the raw file (or find it); returns (row id, None) to proceed or (None, result) when already there."""
+              errors: list[str], owner: str, lease_seconds: float = LEASE_SECONDS,
+              ) -> tuple[str | None, ImportResult | None]:
+    """Store the raw file (or find it) and take its import lease; (row id, None) to proceed, else (None, result).
+
+    The lease is taken with one conditional UPDATE (a row that is received or failed, or processing with an expired
+    lease), so of two processes importing the same file exactly one proceeds; the other answers "in-progress".
+    """
     with session_scope(db_url) as s:
         row = s.scalars(select(RemitFile).where(RemitFile.sha256 == sha)).first()
-        if row is not None and row.status not in ("failed", "processing"):
+        if row is not None and row.status not in ("failed", "processing", "received"):
             return None, ImportResult.from_stored(row, filename, sha, f"already imported ({row.status}) "
                                                   f"on {row.received_at.date().isoformat()}; nothing new created")
         if ckey is not None:
             other = s.scalars(select(RemitFile).where(RemitFile.control_key == ckey)).first()
             if other is not None and (row is None or other.id != row.id):
-                if other.status not in ("quarantined", "failed", "processing"):
+                if other.status not in ("quarantined", "failed", "processing", "received"):
                     return None, ImportResult.from_stored(
                         other, filename, sha, "already imported: same ISA13/GS06/ST02 control numbers and TRN02 as "
                         f"{other.filename or 'an earlier file'} ({other.status}); nothing new created")
+                if other.status in ("processing", "received") and _lease_active(other):
+                    return None, _in_progress(filename, sha, other)
                 other.control_key = None  # a corrected re-send of a quarantined file takes over its key
                 other.summary = {**(other.summary or {}), "superseded": True}
                 s.flush()
         if row is None:
-            row = RemitFile(sha256=sha, control_key=ckey, filename=Path(filename).name[:300], raw=data)
+            row = RemitFile(sha256=sha, control_key=None, filename=Path(filename).name[:300], raw=data,
+                            status="received")
             s.add(row)
-        row.control_key = ckey
-        row.status = "processing"
-        row.errors = errors
-        try:
-            s.flush()
-        except IntegrityError:
-            s.rollback()
-            return None, ImportResult(filename=filename, sha256=sha, status="already-imported",
-                                      message="already imported (a concurrent import of the same file)")
-        return row.id, None
+            try:
+                s.flush()
+            except IntegrityError:
+                s.rollback()  # another process stored the same bytes a moment ago: it is importing them
+                return None, ImportResult(filename=filename, sha256=sha, status=IN_PROGRESS,
+                                          message="already being imported (a concurrent import of the same file)")
+        row_id = row.id
+    # A fresh transaction whose first statement is the conditional UPDATE (SQLite takes the write lock at once).
+    now = utcnow()
+    free = or_(
+        RemitFile.status.in_(("received", "failed")),
+        and_(RemitFile.status == "processing",
+             or_(RemitFile.lease_expires.is_(None), RemitFile.lease_expires < now)),
+    )
+    try:
+        with session_scope(db_url) as s:
+            taken = s.execute(  # type: ignore[attr-defined]  # an UPDATE's CursorResult has rowcount
+                update(RemitFile).where(RemitFile.id == row_id, free).values(
+                    status="processing", lease_owner=owner, lease_expires=now + timedelta(seconds=lease_seconds),
+                    control_key=ckey, errors=errors,
+                ).execution_options(synchronize_session=False)
+            ).rowcount
+            if taken == 1:
+                return row_id, None
+            current = s.get(RemitFile, row_id)
+            if current is not None and current.status not in ("processing", "received"):
+                return None, ImportResult.from_stored(current, filename, sha, f"already imported ({current.status})"
+                                                      "; nothing new created")
+            return None, _in_progress(filename, sha, current)
+    except IntegrityError:
+        return None, ImportResult(filename=filename, sha256=sha, status=IN_PROGRESS,
+                                  message="already being imported (a concurrent import of the same file)")
+
+
+def _lease_active(row: RemitFile) -> bool:
+    return row.lease_expires is not None and row.lease_expires > utcnow()
+
+
+def _in_progress(filename: str, sha: str, row: RemitFile | None) -> ImportResult:
+    until = row.lease_expires.strftime("%H:%M:%SZ") if row is not None and row.lease_expires else "soon"
+    return ImportResult(filename=filename, sha256=sha, status=IN_PROGRESS,
+                        remit_file_id=row.id if row is not None else None,
+                        message=f"already being imported by another process (its lease runs until {until}); "
+                                "nothing processed twice")
+
+
+def _finish(s: Session, row_id: str, owner: str, **values: Any) -> bool:
+    """Write the file's outcome and drop the lease, only if this import still holds it."""
+    done = s.execute(  # type: ignore[attr-defined]  # an UPDATE's CursorResult has rowcount
+        update(RemitFile).where(RemitFile.id == row_id, RemitFile.lease_owner == owner).values(
+            lease_owner=None, lease_expires=None, **values
+        ).execution_options(synchronize_session=False)
+    ).rowcount
+    return bool(done == 1)
 
 
 def import_835(
@@ -495,6 +558,7 @@ def import_835(
     index: ResourceIndex | None = None,
     claim_id_systems: Sequence[str] = (),
     payer_map: Path | None = None,
+    lease_seconds: float = LEASE_SECONDS,
 ) -> ImportResult:
     """Import one 835: store it, map it, match claims, write to FHIR, decode, and fill the denial worklist.
 
@@ -512,7 +576,7 @@ def import_835(
             message = str((seen.errors or ["rejected"])[0])
             return ImportResult(filename=name, sha256=sha, status="rejected", remit_file_id=seen.id,
                                 message=message, errors=[message])
-        if seen is not None and seen.status not in ("failed", "processing"):
+        if seen is not None and seen.status not in ("failed", "processing", "received"):
             already = ImportResult.from_stored(seen, name, sha, f"already imported ({seen.status}) on "
                                                f"{seen.received_at.date().isoformat()}; nothing new created")
             say(f"{name}: {already.message}")
@@ -526,7 +590,8 @@ def import_835(
     errors = [e.one_line() for e in read.errors]
     quarantined = not read.ok
     # 3. register (idempotency on the control numbers)
-    row_id, known = _register(db_url, sha, data, name, ckey, errors)
+    owner = lease_owner_id()
+    row_id, known = _register(db_url, sha, data, name, ckey, errors, owner, lease_seconds)
     if known is not None:
         say(f"{name}: {known.message}")
         return known
@@ -541,14 +606,17 @@ def import_835(
         result.status = "failed"
         result.message = exc.one_line()
         with session_scope(db_url) as s:
-            stored = s.get(RemitFile, row_id)
-            if stored is not None:
-                stored.status = "failed"
-                stored.errors = [*errors, exc.one_line()]
+            _finish(s, row_id, owner, status="failed", errors=[*errors, exc.one_line()])
         log.warning("835 import failed: %s", type(exc).__name__)
         return result
     # 4. store the worklist and the outcome in one transaction
     with session_scope(db_url) as s:
+        # The lease is checked (and the outcome written) first: an import that lost its lease stores nothing.
+        if not _finish(s, row_id, owner, status=result.status, errors=errors):
+            s.rollback()
+            log.warning("835 import lost its lease to another process; nothing stored")
+            return ImportResult(filename=name, sha256=sha, status=IN_PROGRESS, remit_file_id=row_id,
+                                message="another process took over this import (the lease ran out); nothing stored")
         # Reversals close items stored before this file; then this file's own items are added.
         result.work_items_closed = _close_reversed(s, reversals)
         s.flush()
@@ -556,9 +624,7 @@ def import_835(
         result.work_items_created, result.work_items_existing = created, existing
         stored = s.get(RemitFile, row_id)
         if stored is not None:
-            stored.status = result.status
             stored.summary = {k: v for k, v in result.to_dict().items() if k not in ("errors", "warnings")}
-            stored.errors = errors
     if quarantined and not result.message:
         result.message = f"quarantined: {errors[0]}" if errors else "quarantined"
     say(f"{name}: {result.status}, {result.claims} claim(s), {len(result.therapy_denials)} therapy denial line(s), "

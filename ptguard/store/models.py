@@ -139,6 +139,9 @@ class RemitFile(Base):
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
     received_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    # The import lease: which process is importing the file (status "processing") and until when it may.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires: Mapped[datetime | None] = mapped_column(AwareDateTime())
 
 
 class WorkItem(Base):
