@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from cds_hooks.cards import CardOptions, cards_for, prune_empty
 from cds_hooks.jwt import (
@@ -37,7 +37,7 @@ from ptguard.cds import (
     warm_up,
     worklist_reader,
 )
-from ptguard.cds_feedback import CardRecord, CardRecorder, parse_feedback, store_feedback
+from ptguard.cds_feedback import CardRecord, CardRecorder, parse_feedback, store_feedback, unknown_cards
 from ptguard.config import Settings, load_settings
 from ptguard.errors import PtguardError
 from ptguard.store.db import session_scope
@@ -106,6 +106,19 @@ def configure(app: Flask) -> None:
     recorder = CardRecorder(cfg["DATABASE_URL"])
     app.extensions["ptguard_cds"] = CdsState(verifier, allow_unsigned, settings, recorder)
     app.register_blueprint(bp)
+    app.register_error_handler(MethodNotAllowed, _method_not_allowed)
+
+
+def _method_not_allowed(exc: MethodNotAllowed) -> Response:
+    """405: an OperationOutcome with CORS headers on the CDS paths; the app's usual JSON error elsewhere."""
+    allow = ", ".join(sorted(exc.valid_methods or ()))
+    if request.path == "/cds-services" or request.path.startswith("/cds-services/"):
+        response = _cors(_outcome(405, f"{request.method} is not allowed here", code="not-supported"))
+    else:
+        response = Response(orjson.dumps({"error": exc.description or exc.name}), 405, mimetype="application/json")
+    if allow:
+        response.headers["Allow"] = allow
+    return response
 
 
 def warm_store(database_url: str) -> None:
@@ -343,6 +356,16 @@ def feedback(service_id: str) -> Response:
     except CdsRequestError as exc:
         return _outcome(413 if isinstance(exc, BodyTooLargeError) else 400, exc.message, code=exc.code, where=exc.where)
     _state().recorder.flush(1.0)
+    if current_app.config["CDS_RECORD_CARDS"]:
+        unknown = unknown_cards(current_app.config["DATABASE_URL"], service_id, items)
+        if unknown:
+            i = unknown[0]
+            return _outcome(
+                400,
+                f"feedback[{i}]: no such card was issued by this service",
+                code="not-found",
+                where=f"feedback[{i}].card",
+            )
     new, repeats = store_feedback(current_app.config["DATABASE_URL"], service_id, items)
     log.info("CDS feedback for %s: %d new, %d repeated", service_id, new, repeats)
     return Response(status=200)

@@ -255,7 +255,12 @@ class CdsRequest:
         return _bare_id(value, "Encounter") if isinstance(value, str) and value.strip() else None
 
 
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def valid_id(text: str) -> bool:
+    """A FHIR id: [A-Za-z0-9-.]{1,64}, the whole string (no trailing newline), and not only dots ('.', '..')."""
+    return _ID.fullmatch(text) is not None and text.strip(".") != ""
 
 
 def _bare_id(value: Any, rtype: str) -> str:
@@ -289,7 +294,7 @@ def parse_request(body: Any, service: Service) -> CdsRequest:
         if value is None:
             continue
         rtype = "Patient" if name == "patientId" else "Encounter"
-        if not isinstance(value, str) or not _ID.match(_bare_id(value, rtype)):
+        if not isinstance(value, str) or value != value.strip() or not valid_id(_bare_id(value, rtype)):
             raise CdsRequestError(f"context.{name} is not a FHIR id", where=f"context.{name}")
     if "draftOrders" in service.required_context and not (
         isinstance(context.get("draftOrders"), dict) and context["draftOrders"].get("resourceType") == "Bundle"
@@ -638,7 +643,7 @@ def _signing(
     queries = service.queries(request.patient_id, eid if service.scope == "encounter" else None)
     extra: list[Query] = []
     doc = request.context.get("documentId")
-    if isinstance(doc, str) and _ID.match(_bare_id(doc, "DocumentReference")):
+    if isinstance(doc, str) and valid_id(_bare_id(doc, "DocumentReference")):
         extra.append(("note being signed", f"DocumentReference/{_bare_id(doc, 'DocumentReference')}", None))
     load, notes, complete, unavailable = gather(
         request, queries, read, deadline=deadline, client_factory=client_factory, extra=extra

@@ -6,11 +6,13 @@ import argparse
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TextIO
 
 import orjson
@@ -152,6 +154,11 @@ def parse_feedback(body: Any) -> list[FeedbackItem]:
             raise CdsRequestError("'outcome' must be accepted or overridden", where=f"{where}.outcome")
         if not isinstance(ts, str) or not ts or len(ts) > 40:
             raise CdsRequestError("'outcomeTimestamp' is required", where=f"{where}.outcomeTimestamp")
+        if not _instant(ts):
+            raise CdsRequestError(
+                "'outcomeTimestamp' is not a FHIR instant (YYYY-MM-DDThh:mm:ss with a time zone)",
+                where=f"{where}.outcomeTimestamp",
+            )
         accepted: list[str] = []
         for j, s in enumerate(raw.get("acceptedSuggestions") or []):
             if not isinstance(s, dict) or not isinstance(s.get("id"), str):
@@ -174,6 +181,31 @@ def parse_feedback(body: Any) -> list[FeedbackItem]:
                 comment = reason["userComment"][:2000]
         out.append(FeedbackItem(card, str(outcome), ts, tuple(accepted), code, display, comment))
     return out
+
+
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
+
+
+def _instant(text: str) -> bool:
+    if not _INSTANT.fullmatch(text):
+        return False
+    try:
+        datetime.fromisoformat(re.sub(r"\.\d+", "", text).replace("Z", "+00:00"))  # a real date and time
+    except ValueError:
+        return False
+    return True
+
+
+def unknown_cards(database_url: str, service_id: str, items: Sequence[FeedbackItem]) -> list[int]:
+    """Indexes of the items whose card this service never issued (the store records every card it returns)."""
+    wanted = {item.card for item in items}
+    with session_scope(database_url) as session:
+        known = set(
+            session.scalars(
+                select(CardIssued.uuid).where(CardIssued.uuid.in_(wanted), CardIssued.service_id == service_id)
+            )
+        )
+    return [i for i, item in enumerate(items) if item.card not in known]
 
 
 def store_feedback(database_url: str, service_id: str, items: Sequence[FeedbackItem]) -> tuple[int, int]:

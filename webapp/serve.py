@@ -76,6 +76,19 @@ def startup_warnings(host: str, environ: Mapping[str, str] | None = None) -> lis
     return out
 
 
+def quiet_handler() -> Any:
+    """werkzeug's request handler, logging method, path and status only: query strings carry patient ids."""
+    from werkzeug.serving import WSGIRequestHandler
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            path = (getattr(self, "path", "") or "").split("?", 1)[0]
+            status = getattr(code, "value", code)
+            self.log("info", '"%s %s" %s', getattr(self, "command", "-"), path, status)
+
+    return QuietHandler
+
+
 def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Handler of `ptguard serve`."""
     from webapp import create_app
@@ -85,7 +98,7 @@ def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
         (out or sys.stderr).write("WARNING: " + warning + "\n")
     app = create_app()
     if args.dev:
-        app.run(host=args.host, port=args.port, debug=False, use_reloader=False)
+        app.run(host=args.host, port=args.port, debug=False, use_reloader=False, request_handler=quiet_handler())
         return 0
     gunicorn_app(app, gunicorn_options(args.host, args.port, args.workers, args.threads)).run()
     return 0

@@ -29,8 +29,8 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 DEFAULT_MAX_RESPONSE_BYTES = 20 * 1024 * 1024
 DEFAULT_TOTAL_TIMEOUT = 120.0
 _CHUNK = 64 * 1024
-_TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_TYPE_RE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _MAX_DIAGNOSTICS = 200
 
 
@@ -396,12 +396,12 @@ def _param_list(params: Params | None) -> list[tuple[str, str]]:
 
 
 def _check_type(resource_type: str) -> None:
-    if not _TYPE_RE.match(resource_type):
+    if not _TYPE_RE.fullmatch(resource_type):
         raise InputError(f"not a FHIR resource type: {resource_type!r}")
 
 
 def _check_id(resource_id: str) -> None:
-    if not _ID_RE.match(resource_id):
+    if not _ID_RE.fullmatch(resource_id) or not resource_id.strip("."):
         raise InputError(f"not a FHIR resource id: {resource_id!r}")
 
 

@@ -147,7 +147,8 @@ def test_aud_must_be_the_exact_url_called(client: Any, token: TokenFactory) -> N
         "feedback": [{"card": str(uuid.uuid4()), "outcome": "accepted", "outcomeTimestamp": "2026-12-03T10:00:00Z"}]
     }
     ok = client.post(path, json=body, headers={"Authorization": f"Bearer {token(path)}"})
-    assert ok.status_code == 200
+    assert ok.status_code == 400  # past the JWT check; refused only because the card is not one ptguard issued
+    assert ok.json["issue"][0]["expression"] == ["feedback[0].card"]
     # a token minted for discovery cannot be replayed against a service URL
     wrong = client.post(path, json=body, headers={"Authorization": f"Bearer {token(DISCOVERY)}"})
     assert wrong.status_code == 401

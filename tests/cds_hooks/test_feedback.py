@@ -88,12 +88,10 @@ def test_feedback_is_stored_once_and_reported(client: Any, token: TokenFactory) 
     assert "note.functional-goal" in text.getvalue() and "overridden: Payer contract differs ×1" in text.getvalue()
 
 
-def test_feedback_on_an_unknown_card_is_kept_under_unknown(client: Any, token: TokenFactory) -> None:
+def test_feedback_on_an_unknown_card_is_refused(client: Any, token: TokenFactory) -> None:
     item = {"card": "not-ours", "outcome": "accepted", "outcomeTimestamp": "2026-12-03T16:00:00Z"}
-    assert _feedback(client, token, {"feedback": [item]}).status_code == 200
-    out = io.StringIO()
-    main(["feedback-report", "--format", "json", "--database", client.application.config["DATABASE_URL"]], out=out)
-    assert orjson.loads(out.getvalue())["criteria"][0]["criterion"] == "unknown"
+    response = _feedback(client, token, {"feedback": [item]})
+    assert response.status_code == 400 and response.json["issue"][0]["expression"] == ["feedback[0].card"]
 
 
 @pytest.mark.parametrize(
