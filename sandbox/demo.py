@@ -407,9 +407,10 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
         external_fhir=args.fhir,
         load=not args.no_load,
     )
-    previous = (
-        signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
-    )
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main else None
+    # A shell starting us in the background leaves SIGINT ignored; Ctrl-C (or kill -INT) must still stop the demo.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler) if on_main else None
     try:
         try:
             urls = stack.start()
@@ -437,3 +438,5 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
         stack.stop()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)

@@ -22,8 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(r"ptguard demo ready in (\d+\.\d) s — open (http://127\.0\.0\.1:\d+/)")
 
 
-def _start(var_dir: Path) -> tuple[subprocess.Popen[str], re.Match[str], list[str]]:
+def _start(var_dir: Path, *, sigint_ignored: bool = False) -> tuple[subprocess.Popen[str], re.Match[str], list[str]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def ignore_sigint() -> None:  # what a shell does to a command it starts in the background
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "ptguard.cli", "demo", "--var-dir", str(var_dir)],
         cwd=ROOT,
@@ -32,6 +36,7 @@ def _start(var_dir: Path) -> tuple[subprocess.Popen[str], re.Match[str], list[st
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=ignore_sigint if sigint_ignored else None,
     )
     assert proc.stdout is not None
     lines: list[str] = []
@@ -96,6 +101,15 @@ def test_demo_starts_answers_and_stops_without_leftovers(tmp_path: Path, sig: in
     for name, text in logs.items():
         assert "Bearer " not in text and "launch=" not in text and "code=" not in text, name
     assert "stopping" in rest
+
+
+def test_demo_started_in_the_background_still_stops_on_sigint(tmp_path: Path) -> None:
+    proc, _ready, _lines = _start(tmp_path, sigint_ignored=True)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    rest = _stop(proc, signal.SIGINT)
+    assert proc.returncode == 0 and "stopping" in rest
+    _gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive
 
 
 def test_demo_stack_in_process_stops_its_threads_and_node(tmp_path: Path) -> None:
