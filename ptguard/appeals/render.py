@@ -7,6 +7,7 @@ import io
 import logging
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
@@ -52,7 +53,10 @@ def packet_html(letter: AppealLetter, *, today: date | None = None) -> str:
 
 def render_packet(letter: AppealLetter, *, today: date | None = None) -> Packet:
     """The PDF packet; attached PDF documents (DocumentReference attachments) are appended with their own bookmark."""
-    import weasyprint  # type: ignore[import-untyped]
+    with warnings.catch_warnings():
+        # Without libharfbuzz-subset, WeasyPrint warns at import that a future version will need it; fonts still embed.
+        warnings.filterwarnings("ignore", message="HarfBuzz-Subset", category=DeprecationWarning)
+        import weasyprint  # type: ignore[import-untyped]
     from pypdf import PdfReader, PdfWriter
 
     for name in ("weasyprint", "fontTools", "fontTools.subset", "fontTools.ttLib"):
