@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sandbox.demo",
     "ptguard.remit.commands",
     "ptguard.appeals.cli",
+    "ptguard.denials.cli",
     "ptguard.cds_feedback",
     "webapp.serve",
 )

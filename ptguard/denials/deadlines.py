@@ -63,6 +63,12 @@ def levels(ptype: str, on: date) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: int(r["order"]))
 
 
+def canonical_level(level: str) -> str:
+    """The level name used in deadlines.yaml for a level or one of its short names (council, court, internal…)."""
+    aliases = table("deadlines", DATA_DIR).get("level_aliases") or {}
+    return str(aliases.get(level, level))
+
+
 def first_level(ptype: str, on: date) -> str:
     """The first appeal level (reopening is not an appeal level)."""
     found = [str(r["level"]) for r in levels(ptype, on) if r["level"] != "reopening"]
@@ -117,10 +123,11 @@ def compute_deadline(
     """Due date of `level` (default: the first appeal level) for a notice dated `notice_date`."""
     ptype = payer_type(payer_id)
     rows = levels(ptype, notice_date)
-    level = level or first_level(ptype, notice_date)
+    level = canonical_level(level) if level else first_level(ptype, notice_date)
     row = next((r for r in rows if r["level"] == level), None)
     if row is None:
-        raise NotFoundError(f"no appeal level {level!r} for {ptype} payers")
+        names = ", ".join(str(r["level"]) for r in rows)
+        raise NotFoundError(f"no appeal level {level!r} for {ptype} payers (levels: {names})")
     presumption = int(row.get("receipt_presumption_days") or 0)
     start = notice_date + timedelta(days=presumption) if row["from"] == "receipt" else notice_date
     override = (contract or {}).get(payer_id, {}).get(level)

@@ -1,0 +1,117 @@
+"""`ptguard deadline`: the due date of an appeal level by payer type, with the rule behind it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from ptguard.denials.deadlines import (
+    Deadline,
+    canonical_level,
+    compute_deadline,
+    levels,
+    load_contract_overrides,
+    payer_type,
+)
+from ptguard.denials.decode import DATA_DIR
+from ptguard.errors import InputError, NotFoundError
+from ptguard.fhir.dates import parse_date
+from ptguard.rules.tables import table
+
+SCHEMA = "https://ptguard.dev/schemas/deadline-output.schema.json"
+PAYER_TYPES = ("medicare", "medicare-advantage", "commercial", "medicaid-mco")
+_FULL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T.*)?$")
+
+
+def _notice_date(raw: str, option: str) -> date:
+    """A YYYY-MM-DD date, or the calendar date of an ISO dateTime in the offset it was written in."""
+    found = parse_date(raw) if _FULL_DATE.match(raw) else None
+    if found is None:
+        raise InputError(f"{option} {raw[:40]!r} is not a date: give YYYY-MM-DD (or an ISO dateTime with its offset)")
+    return found
+
+
+def known_payers() -> set[str]:
+    """The payer ids deadlines.yaml assigns to a payer type."""
+    return {str(p) for payers in table("deadlines", DATA_DIR)["payer_types"].values() for p in payers}
+
+
+def deadline_json(d: Deadline, notice: date, today: date) -> dict[str, Any]:
+    """The JSON of one level (schemas/deadline-output.schema.json `$defs/deadline`)."""
+    return {
+        "payer_type": d.payer_type,
+        "level": d.level,
+        "label": d.label,
+        "notice_date": notice.isoformat(),
+        "due_date": d.due.isoformat(),
+        "days_left": d.days_left,
+        "overdue": d.overdue,
+        "rule": d.rule,
+        "basis": d.basis,
+        "contract_override": d.contract_override,
+        "today": today.isoformat(),
+    }
+
+
+def cmd_deadline(args: argparse.Namespace, out: TextIO) -> int:
+    if not args.payer_type and not args.payer:
+        raise InputError("name the payer: --payer-type medicare|medicare-advantage|commercial|medicaid-mco, or --payer ID")
+    notice = _notice_date(args.notice_date, "--notice-date")
+    today = _notice_date(args.today, "--today") if args.today else datetime.now().astimezone().date()
+    # A payer id selects its payer type and its contract limits; a payer type alone uses the regulatory floor.
+    payer = args.payer or args.payer_type
+    if args.payer and args.payer not in known_payers():
+        raise NotFoundError(f"unknown payer id {args.payer[:40]!r}; known payers: {', '.join(sorted(known_payers()))}")
+    ptype = payer_type(payer)
+    if args.payer_type and ptype != args.payer_type:
+        raise InputError(f"--payer {args.payer} is a {ptype} payer, not {args.payer_type}")
+    contract_file = args.contract or os.environ.get("PTGUARD_CONTRACT_DEADLINES")
+    contract = load_contract_overrides(Path(contract_file)) if contract_file and args.payer else None
+    names: list[str | None] = (
+        [str(r["level"]) for r in levels(ptype, notice)] if args.all else [canonical_level(args.level) if args.level else None]
+    )
+    found = [compute_deadline(payer, notice, today=today, level=n, contract=contract) for n in names]
+    if args.format == "json":
+        if args.all:
+            data: dict[str, Any] = {"$schema": SCHEMA, "deadlines": [deadline_json(d, notice, today) for d in found]}
+        else:
+            data = {"$schema": SCHEMA, **deadline_json(found[0], notice, today)}
+        out.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    out.write(f"{ptype} payer · notice dated {notice.isoformat()} · today {today.isoformat()}\n")
+    for d in found:
+        left = f"{-d.days_left} days overdue" if d.overdue else f"{d.days_left} days left"
+        out.write(f"  {d.level:22s} due {d.due.isoformat()} ({left}): {d.label}\n")
+        out.write(f"  {'':22s} rule {d.rule}; {d.basis}\n")
+    return 0
+
+
+def add_cli(sub: Any) -> None:
+    """Register `ptguard deadline`."""
+    p = sub.add_parser(
+        "deadline",
+        help="the due date of an appeal level by payer type, with the rule behind it",
+        description="Due date and days left for an appeal level, from the notice date, by the effective-dated "
+        "table in ptguard/denials/data/deadlines.yaml (Medicare's 5-day receipt presumption included).",
+    )
+    p.add_argument("--payer-type", choices=PAYER_TYPES, help="the payer type")
+    p.add_argument("--payer", help="a payer id instead (aetna, medicare, …): its type, and its contract limits")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--level",
+        help="redetermination, reconsideration, alj, council, court, reopening (Medicare); plan-reconsideration, "
+        "alj (Medicare Advantage); internal, external-review (commercial); plan-appeal, fair-hearing (Medicaid "
+        "MCO). Default: the first appeal level",
+    )
+    which.add_argument("--all", action="store_true", help="every level of the payer type")
+    p.add_argument("--notice-date", required=True, help="date of the denial notice, YYYY-MM-DD")
+    p.add_argument("--today", help="count days left from this date (default: today)")
+    p.add_argument("--contract", help="YAML {payer: {level: days}} of contract limits (default $PTGUARD_CONTRACT_DEADLINES; needs --payer)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_deadline)
