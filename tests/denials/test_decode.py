@@ -14,7 +14,7 @@ from ptguard.errors import InputError, NotFoundError
 from ptguard.fhir import codes
 from ptguard.fhir.load import load_path
 from ptguard.fhir.refs import ResourceIndex
-from tests.shared_data import PUBLIC_FHIR
+from tests.shared_data import PUBLIC_FHIR, require
 
 ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = PUBLIC_FHIR
@@ -90,15 +90,20 @@ def test_pas_review_action_denial_with_outcome_complete() -> None:
 
 
 def test_public_examples_decode_without_crashing() -> None:
-    seen = 0
-    for path in PUBLIC.rglob("*.json"):
+    seen: dict[str, int] = {".json": 0, ".ndjson": 0, ".xml": 0}
+    files = sorted(p for p in require(PUBLIC).rglob("*") if p.suffix in seen)
+    assert {p.suffix for p in files} == set(seen), "the public folder has JSON, NDJSON and XML files"
+    for path in files:
         result = load_path(path)
         for r in result.resources:
             if r.get("resourceType") in {"ClaimResponse", "ExplanationOfBenefit"}:
                 d = decode(r, index=ResourceIndex.from_load(result))
-                assert d.path in {"appeal", "reopen", "resubmit", "none"}
-                seen += 1
-    assert seen > 50
+                assert d.path in {"appeal", "reopen", "resubmit", "none"}, path
+                seen[path.suffix] += 1
+    assert seen[".json"] > 50, seen
+    # FHIR XML: the base spec's claimresponse-example(-2) and explanationofbenefit-example, and the two Da Vinci
+    # PAS response Bundles (their ClaimResponse entries); the loader turns them into the same JSON shape.
+    assert seen[".xml"] >= 5, seen
 
 
 def test_wrong_type_is_refused() -> None:
