@@ -17,7 +17,7 @@ from ptguard.remit.worklist import get_work_item, list_work_items, set_status
 from ptguard.remit.x12 import read_835
 from ptguard.store.db import session_scope
 from ptguard.store.models import RemitFile, WorkItem
-from tests.shared_data import PUBLIC_X12
+from tests.shared_data import PUBLIC_X12, require
 
 TODAY = date(2026, 12, 3)
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,8 +197,7 @@ def test_matcher_rules(chart: ResourceIndex) -> None:
 
 def _public_and_fixture_files() -> list[Path]:
     files = sorted(FIXTURES.glob("*.835"))
-    if PUBLIC.is_dir():
-        files += sorted(p for p in PUBLIC.rglob("*") if p.is_file() and p.suffix != ".md")
+    files += sorted(p for p in require(PUBLIC).rglob("*") if p.is_file() and p.suffix != ".md")
     return files
 
 
@@ -211,15 +210,19 @@ def test_every_public_and_fixture_file_imports_or_is_quarantined_or_rejected_spe
         if result.status == "imported":
             assert result.claims == result.raw_clp_count > 0
         elif result.status == "quarantined":
-            assert result.claims + result.rejected_claims == result.raw_clp_count or result.errors
-            assert result.errors and all("\n" not in e and path.name in e for e in result.errors)
+            assert result.errors and all("\n" not in e and path.name in e for e in result.errors), path
+            # Every CLP is either read or rejected by name; a file where they do not add up must say so, with
+            # the very numbers that do not match.
+            accounted = result.claims + result.rejected_claims
+            if accounted != result.raw_clp_count:
+                mismatch = f"read {accounted} claims but the file has {result.raw_clp_count} CLP segments"
+                assert any(mismatch in e for e in result.errors), (path, accounted, result.errors)
         elif result.status == "rejected":
             assert result.message and "\n" not in result.message and path.name in result.message
     assert outcomes["aetna-01.835"] == "imported"
-    if PUBLIC.is_dir():
-        assert outcomes["835_DeIdent_02.dat"] == "imported"
-        assert outcomes["tertiary-payment.835"] == "quarantined"
-        assert outcomes["exhaustive_sample.txt"] == "rejected"
+    assert outcomes["835_DeIdent_02.dat"] == "imported"
+    assert outcomes["tertiary-payment.835"] == "quarantined"
+    assert outcomes["exhaustive_sample.txt"] == "rejected"
 
 
 def test_idempotent_import_on_postgresql(pg_url: str, chart: ResourceIndex) -> None:

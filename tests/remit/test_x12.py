@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -51,6 +52,80 @@ def test_public_file_parses_or_is_rejected_specifically(path: Path) -> None:
         for err in result.errors:
             assert isinstance(err, X12Error)
             assert "\n" not in str(err) and ("segment" in str(err) or "CLP" in str(err))
+
+
+def _independent_clp_count(data: bytes) -> int:
+    """CLP segment starts found with a regex over the raw text, without any of ptguard's reading code.
+
+    The element separator is the ISA's 4th character; a segment ends at '~', a newline, or the terminator the
+    ISA itself ends with (the character after ISA16), so '|'-separated, newline-framed and '~'-as-element files
+    are all counted.
+    """
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        text = data.decode("utf-16")
+    elif len(data) > 3 and data[1] == 0 and data[3] == 0:
+        text = data.decode("utf-16-le")
+    else:
+        text = data.decode("latin-1")
+    start = text.find("ISA")
+    assert start >= 0, "not an X12 interchange"
+    text = text[start:]
+    sep = text[3]
+    isa16_at = -1
+    for _ in range(16):
+        isa16_at = text.index(sep, isa16_at + 1)
+    ends = {"~", "\n", "\r", text[isa16_at + 2]} - {sep}
+    end = "[" + "".join(re.escape(c) for c in sorted(ends)) + "]"
+    return len(re.findall(rf"(?:\A|{end})(?:{end}|[ \t])*CLP{re.escape(sep)}", text))
+
+
+SEGMENT_ERROR = re.compile(r"segment \d+ \([A-Z][A-Z0-9]{1,2}\)|read \d+ claims but the file has \d+ CLP segments")
+
+
+def test_independent_clp_count_handles_separators_and_framing() -> None:
+    isa = "ISA{s}00{s}          {s}00{s}          {s}ZZ{s}A              {s}ZZ{s}B              {s}260101{s}1200{s}^{s}00501{s}000000001{s}0{s}P{s}:"
+    star = isa.format(s="*") + "~GS*HP~ST*835*1~CLP*a*1~NM1*QC~CLP*b*4~SE*5*1~"
+    pipe = isa.format(s="|") + "$\n~ST|835|1$\n~CLP|a|1$\n~CLP|b|4$\n~SE|4|1$\n"
+    tilde = isa.format(s="~") + "_ST~835~1_CLP~a~1_CLP~b~4_CLP*c_SE~5~1_"  # 'CLP*c' is not a segment here
+    lines = isa.format(s="*") + "\nST*835*1\n  CLP*a*1\nCLPX*no\nNM1*QC*CLP*x\nCLP*b*4\n"
+    for text in (star, pipe, tilde, lines):
+        assert _independent_clp_count(text.encode()) == 2, text
+    assert _independent_clp_count(star.encode("utf-16")) == 2
+
+
+@pytest.mark.parametrize("path", PUBLIC_FILES, ids=lambda p: str(p.relative_to(PUBLIC)))
+def test_public_claim_count_matches_an_independent_clp_count(path: Path) -> None:
+    data = path.read_bytes()
+    expected = _independent_clp_count(data)
+    try:
+        result = read_835(data, path.name)
+    except X12Error as exc:
+        # Rejected whole: a specific one-line reason naming the file; an 835 that holds claims is never
+        # rejected without naming the segment at fault.
+        msg = str(exc)
+        assert "\n" not in msg and path.name in msg and len(msg) < 300, msg
+        assert expected == 0 or SEGMENT_ERROR.search(msg), (expected, msg)
+        return
+    if result.ok:
+        assert result.claim_count == expected, (result.claim_count, expected)
+    else:
+        # Quarantined: each claim is read or rejected, and every error names the segment (or the count) at fault.
+        assert result.errors
+        for err in result.errors:
+            assert "\n" not in str(err) and path.name in str(err) and SEGMENT_ERROR.search(str(err)), str(err)
+        assert result.claim_count + result.rejected_claims == expected, (result.claim_count, expected)
+
+
+def test_independent_count_covers_clean_and_quarantined_public_files() -> None:
+    outcomes = {"clean": 0, "quarantined": 0, "rejected": 0}
+    for path in PUBLIC_FILES:
+        try:
+            result = read_835(path.read_bytes(), path.name)
+        except X12Error:
+            outcomes["rejected"] += 1
+            continue
+        outcomes["clean" if result.ok else "quarantined"] += 1
+    assert outcomes["clean"] >= 20 and outcomes["quarantined"] >= 5 and outcomes["rejected"] >= 10, outcomes
 
 
 EXPECTED_PUBLIC = {
