@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 
@@ -17,6 +16,5 @@ def init_app(app: Any) -> None:
 
     app.config.setdefault("PTGUARD_SMART_ISSUERS", None)
     app.config.setdefault("SMART_REDIRECT_URI", None)
-    app.config.setdefault("PTGUARD_CONTRACT_DEADLINES", os.environ.get("PTGUARD_CONTRACT_DEADLINES") or None)
     init_state(app)
     app.register_blueprint(bp)

@@ -8,7 +8,6 @@ import re
 import secrets
 import time
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -35,7 +34,7 @@ from ptguard.appeals.gather import AppealSource, build_source, gather_from_serve
 from ptguard.appeals.render import render_packet
 from ptguard.appeals.writeback import writeback
 from ptguard.chart import build_visits
-from ptguard.denials.deadlines import compute_deadline, load_contract_overrides, next_level, payer_type
+from ptguard.denials.deadlines import compute_deadline, next_level, payer_type
 from ptguard.denials.decode import Denial, decode
 from ptguard.errors import FhirServerError, InputError, NotFoundError, PtguardError
 from ptguard.fhir.client import FhirClient
@@ -109,11 +108,6 @@ def _redirect_uri() -> str:
 
 def _today() -> date:
     return datetime.now().astimezone().date()
-
-
-def _contract() -> dict[str, dict[str, int]] | None:
-    path = current_app.config.get("PTGUARD_CONTRACT_DEADLINES")
-    return load_contract_overrides(Path(path)) if path else None
 
 
 def _tokens() -> sessions.TokenStore:
@@ -548,7 +542,7 @@ def _next_step(denial: Denial, payer_id: str, case_views: list[cases.CaseView]) 
         out["internal_exhausted"] = level in ("external-review", "reconsideration", "alj", "state-fair-hearing")
     elif denial.path == "reopen" and payer_type(payer_id) == "medicare":
         level = "reopening"
-    out["deadline"] = compute_deadline(payer_id, notice, today=today, level=level, contract=_contract())
+    out["deadline"] = compute_deadline(payer_id, notice, today=today, level=level)
     return out
 
 
@@ -605,7 +599,7 @@ def start_appeal(cr_id: str) -> Response | str:
     src, _denial, _notes, _cr, _load = _load_source(cr_id)
     if src is None:
         raise NotFoundError("the letter cannot be assembled: " + "; ".join(_notes[-1:]))
-    letter = assemble(src, today=_today(), level=request.form.get("level") or None, contract=_contract())
+    letter = assemble(src, today=_today(), level=request.form.get("level") or None)
     case_id = cases.create_case(_db(), letter, actor=_actor(ts), fhir_server=ts.fhir_base)
     return redirect(url_for("smart_app.appeal", case_id=case_id))  # type: ignore[return-value]
 

@@ -24,8 +24,13 @@ def add_cli(sub: Any) -> None:
         description="From a ClaimResponse (a file, or an id in --bundle files or on --fhir) to a letter whose "
         "sentences cite the chart, and a PDF packet with bookmarked exhibits.",
     )
-    p.add_argument("claim_response", nargs="?", help="a ClaimResponse file, or its id (in --bundle files or on --fhir)")
-    p.add_argument("--claim-response", dest="claim_response_opt", help="the ClaimResponse id (same as the positional)")
+    p.add_argument(
+        "claim_response",
+        nargs="?",
+        help="a ClaimResponse file, or its id (in --bundle files or on --fhir); with --claim-response, the chart "
+        "(a FHIR file or folder), as in `ptguard appeal BUNDLE --claim-response ID`",
+    )
+    p.add_argument("--claim-response", dest="claim_response_opt", help="the ClaimResponse id")
     p.add_argument(
         "--bundle", nargs="+", default=[], help="FHIR files or folders holding the chart (e.g. fhir_fixtures/)"
     )
@@ -46,6 +51,12 @@ def cmd_appeal(args: argparse.Namespace, out: TextIO) -> int:
     from ptguard.fhir.load import LoadResult
 
     target = args.claim_response_opt or args.claim_response
+    chart_paths: list[str | Path] = list(args.bundle)
+    if args.claim_response_opt and args.claim_response:
+        # `ptguard appeal BUNDLE --claim-response ID`: the positional names the chart.
+        if not Path(args.claim_response).exists():
+            raise InputError(f"{args.claim_response}: no such file or folder (the chart to read)")
+        chart_paths.insert(0, args.claim_response)
     if not target:
         raise InputError("name the ClaimResponse: a file, or an id with --bundle or --fhir")
     findings: list[Any] = []
@@ -56,7 +67,7 @@ def cmd_appeal(args: argparse.Namespace, out: TextIO) -> int:
             load, cr, findings = gather_from_server(client, target)
         wanted: str | None = f"{cr.get('resourceType')}/{cr.get('id')}"
     else:
-        paths: list[str | Path] = list(args.bundle)
+        paths = chart_paths
         wanted = target
         if Path(target).is_file():
             paths.insert(0, target)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from datetime import date, datetime
 from pathlib import Path
@@ -71,8 +70,7 @@ def cmd_deadline(args: argparse.Namespace, out: TextIO) -> int:
     ptype = payer_type(payer)
     if args.payer_type and ptype != args.payer_type:
         raise InputError(f"--payer {args.payer} is a {ptype} payer, not {args.payer_type}")
-    contract_file = args.contract or os.environ.get("PTGUARD_CONTRACT_DEADLINES")
-    contract = load_contract_overrides(Path(contract_file)) if contract_file and args.payer else None
+    contract = load_contract_overrides(Path(args.contract)) if args.contract else None  # None: the configured file
     names: list[str | None] = (
         [str(r["level"]) for r in levels(ptype, notice)] if args.all else [canonical_level(args.level) if args.level else None]
     )

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ptguard.denials.decode import DATA_DIR
-from ptguard.errors import ConfigError, NotFoundError
+from ptguard.errors import ConfigError, InputError, NotFoundError
 from ptguard.rules.tables import effective_rows, table
 
 
@@ -94,22 +94,60 @@ def _add_months(d: date, months: int) -> date:
     return date(year, month, min(d.day, calendar.monthrange(year, month)[1]))
 
 
+MAX_CONTRACT_DAYS = 3650  # a filing limit longer than ten years is a typing error, not a contract
+
+
 def load_contract_overrides(path: Path | None) -> dict[str, dict[str, int]]:
     """Contract-specific filing limits: {payer_id: {level: days}} from a YAML/JSON file."""
     if path is None:
         return {}
+    if not path.is_file():
+        raise ConfigError("contract deadlines: not a readable file", where=str(path))
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
         raise ConfigError(f"contract deadlines cannot be read ({type(exc).__name__})", where=str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError("contract deadlines must map payer id → {level: days}", where=str(path))
+    known = {str(r["level"]) for r in table("deadlines", DATA_DIR)["rows"]}
     out: dict[str, dict[str, int]] = {}
     for payer, lv in data.items():
-        if not isinstance(lv, dict) or not all(isinstance(v, int) and v > 0 for v in lv.values()):
-            raise ConfigError(f"{payer}: each level needs a positive number of days", where=str(path))
-        out[str(payer)] = {str(k): int(v) for k, v in lv.items()}
+        if not isinstance(lv, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_CONTRACT_DAYS for v in lv.values()
+        ):
+            raise ConfigError(
+                f"{str(payer)[:40]}: each level needs a whole number of days from 1 to {MAX_CONTRACT_DAYS}", where=str(path)
+            )
+        levels_given = {canonical_level(str(k)): int(v) for k, v in lv.items()}
+        unknown = sorted(set(levels_given) - known)
+        if unknown:
+            raise ConfigError(
+                f"{str(payer)[:40]}: unknown appeal level {unknown[0][:40]!r} (levels: {', '.join(sorted(known))})",
+                where=str(path),
+            )
+        out[str(payer)] = levels_given
     return out
+
+
+_CONFIGURED: dict[tuple[str, int, int], dict[str, dict[str, int]]] = {}
+
+
+def configured_contract() -> dict[str, dict[str, int]]:
+    """The contract limits of PTGUARD_CONTRACT_DEADLINES (empty when unset), re-read when the file changes."""
+    from ptguard.config import load_settings
+
+    path = load_settings().contract_deadlines
+    if path is None:
+        return {}
+    try:
+        st = path.stat()
+    except OSError:
+        raise ConfigError("contract deadlines: not a readable file", where=f"PTGUARD_CONTRACT_DEADLINES={path}") from None
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _CONFIGURED:
+        _CONFIGURED.clear()
+        _CONFIGURED[key] = load_contract_overrides(path)
+    return _CONFIGURED[key]
 
 
 def compute_deadline(
@@ -120,7 +158,10 @@ def compute_deadline(
     level: str | None = None,
     contract: dict[str, dict[str, int]] | None = None,
 ) -> Deadline:
-    """Due date of `level` (default: the first appeal level) for a notice dated `notice_date`."""
+    """Due date of `level` (default: the first appeal level) for a notice dated `notice_date`.
+
+    `contract` None means the limits configured in PTGUARD_CONTRACT_DEADLINES; pass {} for the regulatory floor only.
+    """
     ptype = payer_type(payer_id)
     rows = levels(ptype, notice_date)
     level = canonical_level(level) if level else first_level(ptype, notice_date)
@@ -129,14 +170,25 @@ def compute_deadline(
         names = ", ".join(str(r["level"]) for r in rows)
         raise NotFoundError(f"no appeal level {level!r} for {ptype} payers (levels: {names})")
     presumption = int(row.get("receipt_presumption_days") or 0)
-    start = notice_date + timedelta(days=presumption) if row["from"] == "receipt" else notice_date
-    override = (contract or {}).get(payer_id, {}).get(level)
+    if contract is None:
+        contract = configured_contract()
+    override = contract.get(payer_id, {}).get(level)
+    try:
+        start = notice_date + timedelta(days=presumption) if row["from"] == "receipt" else notice_date
+        if override:
+            due = start + timedelta(days=override)
+        elif row.get("months"):
+            due = _add_months(start, int(row["months"]))
+        else:
+            due = start + timedelta(days=int(row["days"]))
+    except (OverflowError, ValueError):
+        raise InputError(
+            f"no deadline can be counted from a notice dated {notice_date.isoformat()}: the date is out of range"
+        ) from None
     if override:
-        due = start + timedelta(days=override)
         rule = f"contract filing limit for {payer_id}: {override} days"
         basis = f"{override} days from the notice dated {notice_date.isoformat()} (contract; the regulatory floor is {row['rule']})"
     else:
-        due = _add_months(start, int(row["months"])) if row.get("months") else start + timedelta(days=int(row["days"]))
         span = f"{row['months']} months" if row.get("months") else f"{row['days']} days"
         if presumption:
             basis = (

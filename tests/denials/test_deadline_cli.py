@@ -106,3 +106,58 @@ def test_bad_input_is_one_line(args: list[str], code: int, words: str, capsys: p
     got, out, err = run(args, capsys)
     assert got == code and out == ""
     assert err.count("\n") == 1 and words in err and "Traceback" not in err
+
+
+def test_configured_contract_reaches_every_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    contract = tmp_path / "contract.yaml"
+    contract.write_text("aetna: {internal: 60}\n")  # a short level name is accepted in the file too
+    monkeypatch.setenv("PTGUARD_CONTRACT_DEADLINES", str(contract))
+    value = orjson.loads(run(["--payer", "aetna", "--notice-date", NOTICE, "--today", TODAY, "--format", "json"], capsys)[1])
+    assert value["due_date"] == "2027-01-19" and value["contract_override"] is True
+    out = io.StringIO()
+    bundle = ROOT / "fhir_fixtures" / "patient-aetna-whitfield.json"
+    assert main(["denial", str(bundle), "--format", "json"], out=out) == 0
+    denial = orjson.loads(out.getvalue())
+    assert denial["deadline"]["contract_override"] is True and "contract" in denial["deadline"]["rule"]
+    out = io.StringIO()
+    assert main(["appeal", "cr-aetna-01", "--bundle", str(ROOT / "fhir_fixtures"), "--format", "json"], out=out) == 0
+    assert orjson.loads(out.getvalue())["deadline"]["contract_override"] is True
+    # The file is re-read when it changes.
+    contract.write_text("aetna: {internal-appeal: 30}\n")
+    value = orjson.loads(run(["--payer", "aetna", "--notice-date", NOTICE, "--today", TODAY, "--format", "json"], capsys)[1])
+    assert value["due_date"] == "2026-12-20"
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (None, "not a readable file"),
+        (b"\xff\xfe\x00binary", "cannot be read"),
+        (b"a: " + b"[" * 100_000, "cannot be read"),
+        (b"aetna: {internal-appeal: 99999999999}", "from 1 to 3650"),
+        (b"aetna: {internal-appeal: true}", "from 1 to 3650"),
+        (b"aetna: {second-look: 30}", "unknown appeal level 'second-look'"),
+        (b"- aetna", "must map payer id"),
+    ],
+)
+def test_bad_contract_file_is_a_setting_error(
+    content: bytes | None, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "contract.yaml"
+    if content is not None:
+        path.write_bytes(content)
+    else:
+        path = tmp_path  # a folder, not a file
+    monkeypatch.setenv("PTGUARD_CONTRACT_DEADLINES", str(path))
+    code, out, err = run(["--payer", "aetna", "--notice-date", NOTICE], capsys)
+    assert code == 5 and out == "" and words in err and err.count("\n") == 1
+    code, _, err = run(["--payer", "aetna", "--notice-date", NOTICE, "--contract", str(path)], capsys)
+    assert code == 5 and words in err
+
+
+def test_notice_date_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["--payer-type", "medicare", "--notice-date", "9999-12-31"], capsys)
+    assert code == 2 and out == "" and "out of range" in err
