@@ -119,8 +119,10 @@ def _parse_minutes(items: Sequence[str]) -> dict[str, int]:
     for item in items:
         code, sep, value = item.partition("=")
         code, value = code.strip().upper(), value.strip()
-        if not sep or not _CODE.fullmatch(code) or not (value.isascii() and value.isdigit()):
+        if not sep or not _CODE.fullmatch(code):
             raise InputError(f"{item[:40]!r} is not CODE=MINUTES with a 5-character code (e.g. 97530=31)")
+        if not (value.isascii() and value.isdigit()):
+            raise InputError(f"{item[:40]!r}: the minutes must be a whole number of 0 or more (e.g. 97530=31)")
         total = minutes.get(code, 0) + int(value)
         if total > MAX_CLI_MINUTES:
             raise InputError(f"{code}: {total} minutes is more than a day; give the minutes of one date of service")
@@ -240,7 +242,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except OSError as exc:
         if os.environ.get("PTGUARD_DEBUG"):
             raise
-        sys.stderr.write(f"ptguard: error: cannot read or write ({exc.strerror or type(exc).__name__})\n")
+        where = f"{exc.filename}: " if isinstance(exc.filename, str) else ""
+        sys.stderr.write(f"ptguard: error: {where}cannot read or write ({exc.strerror or type(exc).__name__})\n")
         return 74
     except Exception as exc:
         if os.environ.get("PTGUARD_DEBUG"):

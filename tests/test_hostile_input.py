@@ -208,3 +208,13 @@ def test_fixture_bundle_untouched() -> None:
     before = copy.deepcopy(orjson.loads(CIGNA.read_bytes()))
     run_check([CIGNA])
     assert orjson.loads(CIGNA.read_bytes()) == before
+
+
+def test_unwritable_out_path_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["appeal", "cr-aetna-01", "--bundle", str(CIGNA.parent), "--out", "/nonexistent/dir/x.pdf"], capsys)
+    assert code == 74 and "/nonexistent/dir/x.pdf: cannot read or write" in err and err.count("\n") == 1
+
+
+def test_denial_on_a_folder_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["denial", str(CIGNA.parent)], capsys)
+    assert code == 2 and "is a folder" in err

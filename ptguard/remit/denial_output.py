@@ -80,6 +80,8 @@ def describe(data: bytes, source: str, *, today: date, payer: str | None = None)
 
 def describe_file(path: Path, *, today: date, payer: str | None = None) -> list[dict[str, Any]]:
     """`describe` on a file, with clear errors for a missing, unreadable or oversized one."""
+    if path.is_dir():
+        raise InputError("is a folder; name one ClaimResponse, ExplanationOfBenefit, Bundle or 835 file", where=str(path))
     if not path.is_file():
         raise InputError("no such file", where=str(path))
     if path.stat().st_size > MAX_BYTES:
