@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -469,6 +470,10 @@ def test_denials_for_a_patient_without_any(client: Any, token: TokenFactory) -> 
 # ---------------------------------------------------------------------------------------------- dead and slow servers
 
 
+BUDGET_MS = 300  # the time budget of budget_client
+SLOW_SERVER_SECONDS = 5.0  # the "slow server" of the issue: it answers after 5 s
+
+
 @pytest.fixture
 def budget_client(tmp_path: Path, keys: Keys) -> Any:
     from webapp import create_app
@@ -479,7 +484,7 @@ def budget_client(tmp_path: Path, keys: Keys) -> Any:
             "DATABASE_URL": f"sqlite:///{tmp_path / 'b.sqlite3'}",
             "CDS_ISSUERS": issuers_config(keys),
             "SMART_LAUNCH_URL": LAUNCH,
-            "CDS_TIME_BUDGET_MS": 300,
+            "CDS_TIME_BUDGET_MS": BUDGET_MS,
             "CDS_WARM_UP": True,
         }
     )
@@ -512,10 +517,19 @@ def test_dead_or_broken_server_never_gives_500(budget_client: Any, token: TokenF
     server = "http://127.0.0.1:9/fhir" if kind == "refused" else FHIR
     body = hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch, server=server)
 
-    def slow(_request: Any) -> tuple[int, dict[str, str], str]:
-        time.sleep(0.6)
+    release = threading.Event()
+    slow_calls: list[str] = []
+    slow_answers: list[str] = []
+
+    def slow(request: Any) -> tuple[int, dict[str, str], str]:
+        slow_calls.append(request.url)
+        # Answers after SLOW_SERVER_SECONDS; the test releases it as soon as ptguard has answered, so the
+        # abandoned fetch threads end at once instead of sleeping on past the test (and past the mock).
+        release.wait(SLOW_SERVER_SECONDS)
+        slow_answers.append(request.url)
         return 200, {}, "{}"
 
+    threads_before = set(threading.enumerate())
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         if kind == "refused":
             rsps.add_passthru("http://127.0.0.1:9")
@@ -532,10 +546,17 @@ def test_dead_or_broken_server_never_gives_500(budget_client: Any, token: TokenF
         started = time.monotonic()
         response = post(budget_client, token, SIGN, body)
         elapsed = (time.monotonic() - started) * 1000
-        if kind == "delay":
-            time.sleep(0.7)  # let the abandoned threads finish inside the mock
+        stalled = len(slow_calls) - len(slow_answers)  # requests the slow server was still sitting on
+        release.set()
+        for t in set(threading.enumerate()) - threads_before:
+            if t.name.startswith("ptguard-fetch"):
+                t.join(timeout=2)
+                assert not t.is_alive(), f"{t.name} still runs after the slow server was released"
     assert response.status_code == 200, kind
-    assert elapsed < 400, (kind, elapsed)
+    assert elapsed < BUDGET_MS + 100, (kind, elapsed)
+    if kind == "delay":
+        assert slow_calls, "the slow server was never asked: the delay case tested nothing"
+        assert stalled > 0, "ptguard answered only after the slow server did: the budget did not cut it off"
     assert_valid_response(response.json)
     # what could be checked is reported; what depends on unread data is withheld, not reported as missing
     assert _topics(response) == ["data-quality", "units.billed-vs-supported"]
