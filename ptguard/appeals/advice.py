@@ -2,17 +2,70 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 from ptguard.denials.deadlines import payer_type
-from ptguard.denials.decode import Denial
+from ptguard.denials.decode import DATA_DIR, Denial, carc_table
+from ptguard.errors import RuleFileError
 from ptguard.rules.engine import Evaluation
+from ptguard.rules.tables import effective_rows, table
 
-HIGH_DOLLAR = 1000.0
-LONG_EPISODE_DAYS = 60
-PATTERN_MIN = 2
-MEDICAL_JUDGEMENT = {"medical-necessity", "non-covered", "benefit-maximum", "units-frequency", "authorization"}
+TABLE = "external-review-advice"
+WHERE = f"denials/data/{TABLE}.yaml"
+
+
+@dataclass(frozen=True)
+class AdviceThresholds:
+    """The cut-offs of one effective-dated row of external-review-advice.yaml (ptguard heuristics, not regulation)."""
+
+    high_dollar: float
+    long_episode_days: int
+    pattern_min: int
+    medical_judgement: frozenset[str]
+    effective_from: str
+    sources: dict[str, str]
+
+
+def _number(row: Mapping[str, Any], key: str, where: str, *, integer: bool) -> float:
+    value: Any = row.get(key)
+    kind_ok = isinstance(value, int) or (not integer and isinstance(value, float))
+    if isinstance(value, bool) or not kind_ok or value <= 0:
+        raise RuleFileError(f"{key} must be a positive {'whole number' if integer else 'number'}", where=where)
+    return float(value)
+
+
+def thresholds(on: date, data_dir: Path | None = None) -> AdviceThresholds:
+    """The advice thresholds in effect on `on` (the latest-starting row), checked: numbers, categories, sources."""
+    data = table(TABLE, data_dir or DATA_DIR)
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not rows or not isinstance(data.get("source"), str):
+        raise RuleFileError("needs a `source` line and a non-empty `rows` list", where=WHERE)
+    found = effective_rows(rows, on, WHERE)
+    if not found:
+        raise RuleFileError(f"no row in effect on {on.isoformat()}", where=WHERE)
+    row = max(found, key=lambda r: str(r.get("effective_from") or ""))
+    where = f"{WHERE} rows[{rows.index(row)}]"
+    known = {str(c["id"]) for c in carc_table()["categories"]}
+    cats = row.get("medical_judgement_categories")
+    if not isinstance(cats, list) or not cats or not set(map(str, cats)) <= known:
+        raise RuleFileError("medical_judgement_categories must list category ids of carc.yaml", where=where)
+    keys = ("high_dollar", "long_episode", "pattern", "medical_judgement")
+    sources = {k: row.get(f"{k}_source") for k in keys}
+    missing = [f"{k}_source" for k, v in sources.items() if not isinstance(v, str) or not v.strip()]
+    if missing:
+        raise RuleFileError(f"every threshold needs its source line ({', '.join(missing)} missing)", where=where)
+    return AdviceThresholds(
+        high_dollar=_number(row, "high_dollar", where, integer=False),
+        long_episode_days=int(_number(row, "long_episode_days", where, integer=True)),
+        pattern_min=int(_number(row, "pattern_min", where, integer=True)),
+        medical_judgement=frozenset(map(str, cats)),
+        effective_from=str(row.get("effective_from")),
+        sources={k: str(v) for k, v in sources.items()},
+    )
 
 
 @dataclass
@@ -42,9 +95,15 @@ def external_review_advice(
     payer_id: str,
     internal_exhausted: bool,
     same_denials: int = 0,
-    high_dollar: float = HIGH_DOLLAR,
+    high_dollar: float | None = None,
+    on: date | None = None,
 ) -> ExternalReviewAdvice:
-    """Weigh the four grounds (clinical dispute, policy misapplied, high stakes with strong records, a pattern)."""
+    """Weigh the four grounds (clinical dispute, policy misapplied, high stakes with strong records, a pattern).
+    The cut-offs come from external-review-advice.yaml, picked by `on` (default: the denial's notice date, else
+    today); `high_dollar` overrides that row's amount."""
+    cut = thresholds(on or denial.notice_date or date.today())
+    judgement = cut.medical_judgement
+    high_dollar = cut.high_dollar if high_dollar is None else high_dollar
     reasons: list[str] = []
     against: list[str] = []
     critical = [
@@ -58,7 +117,7 @@ def external_review_advice(
             "The dispute is about clinical appropriateness; an independent clinical reviewer decides that, "
             "not the plan's own staff."
         )
-    if strong and met and denial.category in MEDICAL_JUDGEMENT:
+    if strong and met and denial.category in judgement:
         reasons.append(
             f"The chart meets each criterion of {policy} that ptguard checks ({len(met)} met, none missing), "
             "so the plan appears to have misapplied its own policy."
@@ -73,9 +132,9 @@ def external_review_advice(
     )
     if strong and denial.amount_at_stake >= high_dollar:
         reasons.append(f"${denial.amount_at_stake:,.2f} is at stake and the documentation is complete.")
-    if strong and episode_days >= LONG_EPISODE_DAYS:
+    if strong and episode_days >= cut.long_episode_days:
         reasons.append(f"The episode has run {episode_days} days with complete documentation.")
-    if same_denials >= PATTERN_MIN:
+    if same_denials >= cut.pattern_min:
         reasons.append(
             f"The same payer denied {same_denials} other claims in this category: an external decision can "
             "settle the question for the claims that follow."
@@ -86,7 +145,7 @@ def external_review_advice(
             + ", ".join(sorted({f.id for f in critical}))
             + "); an external reviewer reads the same records and is unlikely to decide otherwise."
         )
-    if denial.category not in MEDICAL_JUDGEMENT:
+    if denial.category not in judgement:
         against.append(
             f"A {denial.category_label.lower()} denial turns on coding or contract terms rather than medical "
             "judgement; federal external review covers medical-judgement decisions, so it may not be eligible."
@@ -105,7 +164,7 @@ def external_review_advice(
         against.append(
             "After the plan appeal, a Medicaid member's next step is a state fair hearing (some states add external review)."
         )
-    eligible = ptype == "commercial" and denial.category in MEDICAL_JUDGEMENT
+    eligible = ptype == "commercial" and denial.category in judgement
     recommend = eligible and bool(reasons) and strong
     if not internal_exhausted:
         summary = "Not yet: finish the internal appeal first. " + (

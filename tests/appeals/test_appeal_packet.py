@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import orjson
@@ -17,7 +18,7 @@ from pypdf import PdfReader
 from sqlalchemy import select
 
 from ptguard.appeals import cases
-from ptguard.appeals.advice import external_review_advice
+from ptguard.appeals.advice import external_review_advice, thresholds
 from ptguard.appeals.assemble import assemble
 from ptguard.appeals.gather import AppealSource
 from ptguard.appeals.model import Exhibit, ExhibitBlock
@@ -25,7 +26,7 @@ from ptguard.appeals.render import render_packet
 from ptguard.appeals.scopes import Scopes
 from ptguard.appeals.writeback import writeback
 from ptguard.cli import main
-from ptguard.errors import InputError
+from ptguard.errors import InputError, RuleFileError
 from ptguard.fhir.client import FhirClient
 from ptguard.store.db import session_scope
 from ptguard.store.models import AuditEvent
@@ -185,6 +186,94 @@ def test_external_review_advice(aetna_source: AppealSource, source_for: Callable
     assert not coding.recommend and any("medical judgement" in a for a in coding.against)
     medicare = external_review_advice(d, aetna_source.evaluations, payer_id="medicare", internal_exhausted=True)
     assert not medicare.recommend and any("Qualified Independent Contractor" in a for a in medicare.against)
+
+
+def _at_stake(source: AppealSource, amount: float) -> AppealSource:
+    """The same denial with one denied line of `amount` unpaid (so exactly `amount` is at stake)."""
+    line = dataclasses.replace(source.denial.denied_lines[0], submitted=amount, paid=0.0)
+    return dataclasses.replace(source, denial=dataclasses.replace(source.denial, lines=[line]))
+
+
+def _episode_of(source: AppealSource, days: int) -> AppealSource:
+    """The same chart with every visit `days` days after its episode's start."""
+    evaluations = []
+    for ev in source.evaluations:
+        assert ev.visit.visit_date is not None
+        start = ev.visit.visit_date - timedelta(days=days)
+        evaluations.append(dataclasses.replace(ev, visit=dataclasses.replace(ev.visit, episode_start=start)))
+    return dataclasses.replace(source, evaluations=evaluations)
+
+
+def _advice(source: AppealSource, payer: str = "aetna") -> list[str]:
+    return external_review_advice(source.denial, source.evaluations, payer_id=payer, internal_exhausted=True).reasons
+
+
+def test_advice_thresholds_are_labelled_heuristics_from_the_data_file(aetna_source: AppealSource) -> None:
+    assert aetna_source.denial.notice_date is not None
+    cut = thresholds(aetna_source.denial.notice_date)
+    assert (cut.high_dollar, cut.long_episode_days, cut.pattern_min) == (1000.0, 60, 2)
+    assert "medical-necessity" in cut.medical_judgement and "bundling" not in cut.medical_judgement
+    for ground in ("high_dollar", "long_episode", "pattern"):
+        assert cut.sources[ground].startswith("ptguard heuristic") and "appeal guide" in cut.sources[ground]
+    with pytest.raises(RuleFileError, match="no row in effect"):
+        thresholds(date(2010, 12, 31))  # before the row's effective_from
+
+
+def test_advice_thresholds_file_is_validated(tmp_path: Path) -> None:
+    row = (
+        "  - {effective_from: 2011-01-01, effective_to: null, high_dollar: 1000, long_episode_days: 60, "
+        "pattern_min: 2, medical_judgement_categories: [medical-necessity], high_dollar_source: h, "
+        "long_episode_source: l, pattern_source: p, medical_judgement_source: m}\n"
+    )
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "external-review-advice.yaml").write_text('source: "test"\nrows:\n' + row)
+    assert thresholds(date(2026, 1, 1), good).high_dollar == 1000.0
+    for name, text, message in (
+        ("nosource", "rows:\n" + row, "source"),
+        ("badcat", 'source: "t"\nrows:\n' + row.replace("[medical-necessity]", "[made-up]"), "carc.yaml"),
+        ("noline", 'source: "t"\nrows:\n' + row.replace(", pattern_source: p", ""), "pattern_source"),
+        (
+            "negative",
+            'source: "t"\nrows:\n' + row.replace("long_episode_days: 60", "long_episode_days: -1"),
+            "positive",
+        ),
+        ("fraction", 'source: "t"\nrows:\n' + row.replace("pattern_min: 2", "pattern_min: 1.5"), "whole number"),
+    ):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "external-review-advice.yaml").write_text(text)
+        with pytest.raises(RuleFileError, match=message):
+            thresholds(date(2026, 1, 1), d)
+
+
+def test_high_dollar_ground_triggers_at_the_threshold(
+    aetna_source: AppealSource, source_for: Callable[[str, str], AppealSource]
+) -> None:
+    assert aetna_source.denial.notice_date is not None
+    limit = thresholds(aetna_source.denial.notice_date).high_dollar
+    at = _advice(_at_stake(aetna_source, limit))
+    assert any(f"${limit:,.2f} is at stake" in r for r in at)
+    below = _advice(_at_stake(aetna_source, limit - 0.01))
+    assert not any("is at stake" in r for r in below)
+    assert len(below) == len(at) - 1  # only the high-dollar ground changed
+    # a chart missing required documentation does not earn the ground, however much is at stake
+    uhc = source_for("patient-uhc-delgado.json", "cr-uhc-01")
+    assert not any("is at stake" in r for r in _advice(_at_stake(uhc, limit * 10), "uhc"))
+
+
+def test_long_episode_ground_triggers_at_the_threshold(
+    aetna_source: AppealSource, source_for: Callable[[str, str], AppealSource]
+) -> None:
+    assert aetna_source.denial.notice_date is not None
+    days = thresholds(aetna_source.denial.notice_date).long_episode_days
+    at = _advice(_episode_of(aetna_source, days))
+    assert f"The episode has run {days} days with complete documentation." in at
+    below = _advice(_episode_of(aetna_source, days - 1))
+    assert not any("The episode has run" in r for r in below)
+    assert len(below) == len(at) - 1
+    uhc = source_for("patient-uhc-delgado.json", "cr-uhc-01")
+    assert not any("The episode has run" in r for r in _advice(_episode_of(uhc, days * 2), "uhc"))
 
 
 def test_cli_appeal_json_and_pdf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@ behaviour from the domain notes, the denied-claim view, the appeal letter, the P
 
 from __future__ import annotations
 
+import html as html_lib
 import io
 import json
 import logging
@@ -459,3 +460,161 @@ def test_refused_code_or_refresh_token_is_a_clear_page(
     html = page.get_data(as_text=True)
     assert page.status_code == 400, html[:500]
     assert "Session expired, launch again" in html and "invalid_grant" in html and "Traceback" not in html
+
+
+# ------------------------------------------------------------------ a ClaimResponse whose Claim is gone
+
+
+def _orphan_claim_response(fhir_url: str) -> str:
+    """A CARC 50 denial of one 97530 line whose `request` names a Claim the server does not have; returns its id.
+    Its own patient, so no other test's searches see it."""
+    cat = "http://terminology.hl7.org/CodeSystem/adjudication"
+    with FhirClient(fhir_url) as fhir:
+        patient = fhir.create(
+            {"resourceType": "Patient", "name": [{"family": "Orphan", "given": ["Olive"]}], "birthDate": "1970-01-01"}
+        )
+        cr = fhir.create(
+            {
+                "resourceType": "ClaimResponse",
+                "status": "active",
+                "type": {
+                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]
+                },
+                "use": "claim",
+                "patient": {"reference": f"Patient/{patient['id']}"},
+                "created": "2026-11-20T08:15:00-05:00",
+                "insurer": {"display": "Aetna Life Insurance Company"},
+                "request": {"reference": "Claim/does-not-exist"},
+                "outcome": "complete",
+                "disposition": "Claim denied: not medically necessary.",
+                "item": [
+                    {
+                        "itemSequence": 1,
+                        "extension": [
+                            {
+                                "url": "https://ptguard.dev/fhir/StructureDefinition/product-or-service",
+                                "valueCodeableConcept": {
+                                    "coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "97530"}]
+                                },
+                            }
+                        ],
+                        "adjudication": [
+                            {
+                                "category": {"coding": [{"system": cat, "code": "submitted"}]},
+                                "amount": {"value": 195.0, "currency": "USD"},
+                            },
+                            {
+                                "category": {"coding": [{"system": cat, "code": "benefit"}]},
+                                "amount": {"value": 0.0, "currency": "USD"},
+                            },
+                            {
+                                "category": {
+                                    "coding": [
+                                        {
+                                            "system": "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBAdjudicationDiscriminator",
+                                            "code": "denialreason",
+                                        }
+                                    ]
+                                },
+                                "reason": {
+                                    "coding": [
+                                        {"system": "https://x12.org/codes/claim-adjustment-reason-codes", "code": "50"}
+                                    ]
+                                },
+                                "amount": {"value": 195.0, "currency": "USD"},
+                            },
+                        ],
+                    }
+                ],
+            }
+        )
+    return str(cr["id"])
+
+
+def test_claim_response_whose_claim_is_missing(public_app: Flask, smart_auth: SmartAuthServer) -> None:
+    """`request` → Claim/does-not-exist: the denial still decodes; the page says the Claim is missing and what to
+    do, offers no "Build" action that would fail, and a forced POST is a clear 404, never a traceback."""
+    cr = _orphan_claim_response(smart_auth.state.fhir_url)
+    client = public_app.test_client()
+    r = launch(client, smart_auth, fhirContext=[{"reference": f"ClaimResponse/{cr}"}])
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"/app/claim/{cr}")
+    page = client.get(f"/app/claim/{cr}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200, html[:800]
+    assert "97530" in html and "CARC" in html and "medically necessary" in html  # the denial itself decoded
+    assert "Claim/does-not-exist" in html and "not available" in html  # what happened
+    assert "Load the Claim (or ask for Claim read access) and try again" in html  # what to do
+    assert "Build the appeal letter" not in html and "Build the corrected-claim note" not in html
+    assert f'action="/app/claim/{cr}/appeal"' not in html  # no form posting to the appeal builder
+    assert "Traceback" not in html and "Something went wrong" not in html
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert csrf
+    forced = client.post(f"/app/claim/{cr}/appeal", data={"csrf": csrf.group(1)})
+    text = forced.get_data(as_text=True)
+    assert forced.status_code == 404, text[:800]
+    assert "Claim/does-not-exist" in text and "Traceback" not in text and "Something went wrong" not in text
+
+
+# ------------------------------------------------------------------ editing the letter in the browser
+
+
+def _letter_form(html: str) -> dict[str, str]:
+    """What a browser posts from the appeal page's letter form as rendered: every textarea, every checked box."""
+    form = re.search(r'<form method="post" action="[^"]*/edit" class="letter-form">(.*?)</form>', html, re.S)
+    assert form, "no letter form on the appeal page"
+    body = form.group(1)
+    data = {m.group(1): m.group(2) for m in re.finditer(r'<input type="hidden" name="(csrf)" value="([^"]*)">', body)}
+    for m in re.finditer(r'<textarea id="[^"]*" name="(text-[^"]+)"[^>]*>(.*?)</textarea>', body, re.S):
+        data[m.group(1)] = html_lib.unescape(m.group(2))
+    for m in re.finditer(r'<input type="checkbox" name="(keep-[^"]+)" value="1" checked>', body):
+        data[m.group(1)] = "1"
+    return data
+
+
+def test_edit_letter_through_the_browser_route(
+    public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]
+) -> None:
+    """POST the letter form (CSRF token, every sentence as rendered, one sentence changed) → the view shows the new
+    words, the audit trail has `letter.edited` naming that sentence only, and the PDF carries the edited text."""
+    client = public_app.test_client()
+    cr = ids["cr-aetna-01"]
+    launch(client, smart_auth, fhirContext=[{"reference": f"ClaimResponse/{cr}"}])
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(f"/app/claim/{cr}").get_data(as_text=True))
+    assert csrf
+    r = client.post(f"/app/claim/{cr}/appeal", data={"csrf": csrf.group(1)})
+    assert r.status_code == 302
+    case_url = r.headers["Location"]
+    case_id = case_url.rsplit("/", 1)[-1]
+    html = client.get(case_url).get_data(as_text=True)
+    form = _letter_form(html)
+    assert form["csrf"] == csrf.group(1) and sum(k.startswith("text-") for k in form) >= 5
+    # the form posted back untouched (as a browser sends it: every textarea, every tie kept) changes nothing
+    r = client.post(case_url + "/edit", data=form)
+    assert r.status_code == 302 and r.headers["Location"].endswith(case_url)
+    assert "No changes to save" in client.get(case_url).get_data(as_text=True)
+    # a stale or missing token is refused and saves nothing
+    new_text = (
+        "The billing office confirms that every session was goal-directed functional training (edited in the browser)."
+    )
+    target = next(k for k, v in form.items() if k.startswith("text-") and "CPB 0325" in v)
+    sid = target.removeprefix("text-")
+    assert client.post(case_url + "/edit", data={**form, "csrf": "stale", target: new_text}).status_code == 400
+    r = client.post(case_url + "/edit", data={**form, target: new_text})
+    assert r.status_code == 302
+    page = client.get(case_url)
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "Saved 1 edited sentence(s)." in html
+    assert _letter_form(html)[target] == new_text  # the new words, in the sentence's own textarea
+    assert re.search(rf'<div class="sentence [a-z]+ edited"[^>]*>\s*<label for="{re.escape(target)}"', html)
+    assert "<td>letter.edited</td>" in html  # the audit trail on the page
+    with session_scope(public_app.config["DATABASE_URL"]) as s:
+        events = s.scalars(select(AuditEvent).where(AuditEvent.case_id == case_id).order_by(AuditEvent.id)).all()
+        trail = [(e.action, e.detail) for e in events]
+    assert [a for a, _ in trail] == ["case.created", "letter.edited"]  # the no-op and the stale post left no entry
+    assert trail[1][1] == {"sentences": [sid], "sources_dropped": []}  # the tie was kept (box left checked)
+    pdf = client.get(case_url + "/packet.pdf")
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages).split())
+    assert new_text in text
+    assert "20 lb" in text and "19 May 2027" in text  # the rest of the letter is still there
