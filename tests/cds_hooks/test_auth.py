@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -43,6 +45,14 @@ def _unsigned(claims: dict[str, Any], alg: str = "none") -> str:
     return f"{header}.{_b64(json.dumps(claims).encode())}."
 
 
+def _hs256(claims: dict[str, Any], secret: bytes, kid: str = "es384-1") -> str:
+    """An HS256 JWT signed by hand (joserfc rightly refuses to use a PEM public key as an HMAC secret)."""
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
+    payload = _b64(json.dumps(claims).encode())
+    mac = hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{_b64(mac)}"
+
+
 def _claims(path: str = DISCOVERY, **over: Any) -> dict[str, Any]:
     now = int(time.time())
     return {
@@ -63,6 +73,7 @@ def _get(client: Any, token: str | None) -> Any:
 def _hostile(keys: Keys, token: TokenFactory) -> dict[str, str | None]:
     """At least 12 hostile or broken tokens, each with the reason it must fail."""
     hs_secret = OctKey.import_key(json.dumps(keys.es384.as_dict(private=False)).encode())
+    public_pem = keys.es384.as_pem(private=False)
     good = token()
     head, payload, sig = good.split(".")
     tampered_claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
@@ -74,6 +85,9 @@ def _hostile(keys: Keys, token: TokenFactory) -> dict[str, str | None]:
         "HS256 signed with the public key as secret": jwt.encode(
             {"alg": "HS256", "typ": "JWT", "kid": "es384-1"}, _claims(), hs_secret, algorithms=["HS256"]
         ),
+        # Key confusion: the issuer's public key, as the PEM text anyone can fetch, used as the HMAC secret.
+        "HS256 with the issuer's public key in PEM form as secret": _hs256(_claims(), public_pem),
+        "HS256 with the PEM public key, trailing newline stripped": _hs256(_claims(), public_pem.rstrip(b"\n")),
         "wrong aud": token(aud="http://localhost/cds-services/other"),
         "aud is the FHIR base, not the service URL": token(aud="https://ehr.test/fhir"),
         "expired beyond leeway": token(exp=now - 120, iat=now - 420),
