@@ -76,9 +76,7 @@ def load_inputs(paths: list[str | Path]) -> LoadResult:
                 data_quality("unreadable-file", f"skipped: {exc.message}", str(f), severity="warning")
             )
             continue
-        merged.resources.extend(part.resources)
-        merged.full_urls.extend(part.full_urls)
-        merged.findings.extend(part.findings)
+        merged.extend(part)
     return merged
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ptguard.errors import InputError, UnsupportedVersionError
+from ptguard.fhir.dates import parse_datetime
 from ptguard.findings import Finding, data_quality
 
 Resource = dict[str, Any]
@@ -59,10 +61,83 @@ class LoadResult:
     full_urls: list[str | None] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     bundle_type: str | None = None
+    # Identity key (Type/id, fullUrl) -> position in `resources`, and where each kept copy was read.
+    _positions: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _origins: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
 
-    def add(self, resource: Resource, full_url: str | None = None) -> None:
-        self.resources.append(resource)
-        self.full_urls.append(full_url)
+    def add(self, resource: Resource, full_url: str | None = None, where: str | None = None) -> None:
+        """Append a resource; another copy of one already read (same Type/id or fullUrl) is read once.
+
+        Identical copies are dropped silently. Copies that differ keep the one with the later
+        meta.lastUpdated (else the first read) and leave a data-quality finding naming Type/id.
+        """
+        keys = identity_keys(resource, full_url)
+        pos = next((self._positions[k] for k in keys if k in self._positions), None)
+        if pos is None:
+            pos = len(self.resources)
+            self.resources.append(resource)
+            self.full_urls.append(full_url)
+            self._origins[pos] = where or self.source
+        else:
+            self._duplicate(pos, resource, full_url, where or self.source)
+        for k in keys:
+            self._positions.setdefault(k, pos)
+
+    def extend(self, other: LoadResult) -> None:
+        """Merge another load into this one (duplicates across the two are read once), findings included."""
+        for i, (res, url) in enumerate(zip(other.resources, other.full_urls, strict=False)):
+            self.add(res, url, other._origins.get(i, other.source))
+        self.findings.extend(other.findings)
+
+    def _duplicate(self, pos: int, resource: Resource, full_url: str | None, where: str) -> None:
+        kept = self.resources[pos]
+        if kept == resource:
+            return
+        name = _name(kept, self.full_urls[pos])
+        first_where = self._origins.get(pos, self.source)
+        old_ts, new_ts = _last_updated(kept), _last_updated(resource)
+        if new_ts is not None and (old_ts is None or new_ts > old_ts):
+            self.resources[pos] = resource
+            self.full_urls[pos] = full_url or self.full_urls[pos]
+            self._origins[pos] = where
+            used = f"used the copy from {where} (later meta.lastUpdated)"
+        elif old_ts is not None and new_ts is not None and old_ts > new_ts:
+            used = f"used the copy from {first_where} (later meta.lastUpdated)"
+        else:
+            used = f"used the first copy, from {first_where} (no later meta.lastUpdated to choose by)"
+        self.findings.append(
+            data_quality(
+                "duplicate-resource",
+                f"{name} appears more than once with different content ({first_where}; {where}); {used}",
+                name,
+                severity="warning",
+            )
+        )
+
+
+def identity_keys(resource: Resource, full_url: str | None) -> list[str]:
+    """What makes two entries the same resource: `Type/id` and the Bundle fullUrl."""
+    keys = []
+    rid = resource.get("id")
+    if isinstance(rid, str) and rid:
+        keys.append(f"{resource.get('resourceType')}/{rid}")
+    if full_url:
+        keys.append(full_url)
+    return keys
+
+
+def _name(resource: Resource, full_url: str | None) -> str:
+    rid = resource.get("id")
+    if isinstance(rid, str) and rid:
+        return f"{resource.get('resourceType')}/{rid}"
+    return full_url or str(resource.get("resourceType"))
+
+
+def _last_updated(resource: Resource) -> datetime | None:
+    meta = resource.get("meta")
+    value = meta.get("lastUpdated") if isinstance(meta, dict) else None
+    parsed = parse_datetime(value)
+    return parsed.astimezone(UTC) if parsed is not None else None
 
 
 def r5_reason(resource: Resource) -> str | None:
@@ -107,7 +182,7 @@ def _add_resource(result: LoadResult, item: Any, where: str, full_url: str | Non
     if item["resourceType"] == "Bundle":
         _add_bundle(result, item, where)
         return
-    result.add(item, full_url)
+    result.add(item, full_url, where)
 
 
 def _add_bundle(result: LoadResult, bundle: Resource, where: str) -> None:
@@ -127,7 +202,7 @@ def _add_bundle(result: LoadResult, bundle: Resource, where: str) -> None:
         resource = entry.get("resource")
         if resource is None:
             continue  # e.g. a DELETE request entry or a searchset outcome without a resource
-        full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+        full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) and entry.get("fullUrl") else None
         _add_resource(result, resource, ewhere, full_url)
 
 
@@ -176,7 +251,8 @@ def load_json_value(value: Any, source: str) -> LoadResult:
             data_quality("not-fhir", f"JSON object is not a FHIR resource (keys: {keys}); {what}", source)
         )
     else:
-        raise InputError(f"JSON {type(value).__name__} is not a FHIR resource", where=source)
+        kind = {type(None): "null", bool: "true/false", int: "a number", float: "a number", str: "a string", list: "an array"}
+        raise InputError(f"JSON {kind.get(type(value), 'value')} is not a FHIR resource", where=source)
     return result
 
 
@@ -289,12 +365,10 @@ def load_path(path: str | Path, *, max_bytes: int = MAX_BYTES_DEFAULT) -> LoadRe
 
 def load_many(paths: Iterable[str | Path]) -> LoadResult:
     """Several files as one collection (e.g. a patient's Bundle plus an NDJSON export)."""
+    paths = list(paths)
     merged = LoadResult(source=", ".join(str(p) for p in paths))
     for p in paths:
-        part = load_path(p)
-        merged.resources.extend(part.resources)
-        merged.full_urls.extend(part.full_urls)
-        merged.findings.extend(part.findings)
+        merged.extend(load_path(p))
     return merged
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ptguard.fhir.load import LoadResult, Resource
+from ptguard.fhir.load import LoadResult, Resource, identity_keys
 
 _TYPE_ID = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?/?$")
 
@@ -37,9 +37,13 @@ class ResourceIndex:
         urls = list(full_urls) if full_urls is not None else []
         for i, res in enumerate(resources):
             rtype = str(res.get("resourceType"))
-            self._by_type[rtype].append(res)
             full_url = urls[i] if i < len(urls) else None
             rid = res.get("id")
+            if any(self._by_key.get(k, res) is not res for k in identity_keys(res, full_url)):
+                # Another copy of this resource (same Type/id or fullUrl) is indexed already: read it once.
+                # LoadResult.add has chosen between differing copies and said so; this keeps direct callers safe.
+                continue
+            self._by_type[rtype].append(res)
             if isinstance(rid, str) and rid:
                 self._by_key.setdefault(f"{rtype}/{rid}", res)
                 self._label[id(res)] = f"{rtype}/{rid}"
