@@ -285,6 +285,8 @@ def assemble(
     d = src.denial
     if not d.denied:
         raise InputError(f"{d.reference} denies nothing: there is nothing to appeal ({d.why})")
+    if d.lines_unreadable:
+        raise InputError(f"{d.reference}: no appeal letter for lines that could not be read. {d.why}")
     deadline = _deadline(src, today, level, contract)
     exhibits, labels, exhibit_gaps = build_exhibits(src)
     ctx = _context(src, today, deadline, labels)

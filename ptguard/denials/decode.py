@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -12,6 +13,7 @@ from ptguard.fhir import codes
 from ptguard.fhir.dates import parse_date
 from ptguard.fhir.load import Resource
 from ptguard.fhir.refs import ResourceIndex, ref_string
+from ptguard.findings import Finding, data_quality
 from ptguard.rules.tables import table
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -76,10 +78,19 @@ class DecodedLine:
     review_action: str | None = None
     claim_item_reference: str | None = None
     units: float | None = None
+    # How the file wrote a sequence that is not a whole number (shown instead of it), e.g. "abc".
+    sequence_text: str | None = None
+
+    @property
+    def sequence_label(self) -> int | str:
+        """The sequence to show: the number, else the value as written, else "?" (never None)."""
+        if self.sequence is not None:
+            return self.sequence
+        return self.sequence_text or "?"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "sequence": self.sequence,
+            "sequence": self.sequence_label,
             "code": self.code,
             "modifiers": list(self.modifiers),
             "status": self.status,
@@ -112,6 +123,10 @@ class Denial:
     path: Path_
     why: str
     identifiers: dict[str, str] = field(default_factory=dict)
+    # Parts of the adjudication that could not be read (items, adjudications, sequences), as findings.
+    data_quality: list[Finding] = field(default_factory=list)
+    # True when the payer's own signals say denied but no denied line could be read.
+    lines_unreadable: bool = False
 
     @property
     def denied_lines(self) -> list[DecodedLine]:
@@ -149,6 +164,8 @@ class Denial:
             "category_label": self.category_label,
             "path": self.path,
             "why": self.why,
+            "lines_unreadable": self.lines_unreadable,
+            "data_quality": [f.to_dict() for f in self.data_quality],
         }
 
 
@@ -252,9 +269,31 @@ def _review_action(item: dict[str, Any]) -> str | None:
     return None
 
 
-def _line(item: dict[str, Any], claim_items: dict[int, dict[str, Any]], notes: dict[int, str]) -> DecodedLine:
-    seq = item.get("itemSequence") if isinstance(item.get("itemSequence"), int) else item.get("sequence")
-    seq = seq if isinstance(seq, int) else None
+def _sequence(item: dict[str, Any]) -> tuple[int | None, str | None]:
+    """The item's sequence (itemSequence, else sequence) and, when it is not a whole number, its raw text."""
+    for key in ("itemSequence", "sequence"):
+        value = item.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, None
+    for key in ("itemSequence", "sequence"):
+        value = item.get(key)
+        if value is not None and not isinstance(value, list):
+            text = value if isinstance(value, str) else repr(value)
+            return None, text.strip()[:40] or "?"
+    return None, None
+
+
+def _line(
+    item: dict[str, Any],
+    claim_items: dict[int, dict[str, Any]],
+    notes: dict[int, str],
+    problems: list[str] | None = None,
+    where: str = "item",
+) -> DecodedLine:
+    problems = problems if problems is not None else []
+    seq, seq_text = _sequence(item)
+    if seq_text is not None:
+        problems.append(f"{where}.itemSequence {seq_text!r} is not a whole number; the line is shown as {seq_text!r}")
     claim_item = claim_items.get(seq) if seq is not None else None
     code = codes.procedure_code(item.get("productOrService"))
     modifiers: list[str] = [c.get("code", "") for c in codes.codings(item.get("modifier") or [])]
@@ -286,9 +325,7 @@ def _line(item: dict[str, Any], claim_items: dict[int, dict[str, Any]], notes: d
         units = float(item["quantity"]["value"])
     submitted = paid = None
     reasons: list[Reason] = []
-    for adj in item.get("adjudication") or []:
-        if not isinstance(adj, dict):
-            continue
+    for adj in _objects(item.get("adjudication"), f"{where}.adjudication", problems):
         cats = _category_codes(adj)
         if cats & _SUBMITTED_CATEGORIES and submitted is None:
             submitted = _amount(adj)
@@ -302,8 +339,59 @@ def _line(item: dict[str, Any], claim_items: dict[int, dict[str, Any]], notes: d
     action = _review_action(item)
     status = _line_status(submitted, paid, reasons, action)
     return DecodedLine(
-        seq, code, tuple(m for m in modifiers if m), submitted, paid, status, reasons, action, None, units
+        seq, code, tuple(m for m in modifiers if m), submitted, paid, status, reasons, action, None, units, seq_text
     )
+
+
+def _objects(value: Any, where: str, problems: list[str]) -> list[dict[str, Any]]:
+    """The JSON objects of a FHIR list element; a non-list or a non-object entry is noted in `problems`."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.append(f"{where} is {_kind(value)}, not a list; none of it could be read")
+        return []
+    out = []
+    for i, entry in enumerate(value):
+        if isinstance(entry, dict):
+            out.append(entry)
+        else:
+            problems.append(f"{where}[{i}] is {_kind(entry)}, not an object; skipped")
+    return out
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return f"{type(value).__name__} {text[:30]}"
+
+
+_DENIAL_WORDS = re.compile(
+    r"\b(den(?:y|ied|ial)|reject(?:ed|ion)?|not (?:covered|payable|medically necessary)|non-?covered)\b", re.I
+)
+
+
+def _denial_signal(resource: Resource, outcome: str | None, claim_reasons: list[Reason]) -> str | None:
+    """What, besides the lines, says the payer denied or cut the claim (outcome, disposition, totals, reasons)."""
+    if outcome in {"error", "partial"}:
+        return f"the outcome {outcome!r}"
+    disposition = resource.get("disposition")
+    if isinstance(disposition, str) and _DENIAL_WORDS.search(disposition):
+        short = disposition if len(disposition) <= 90 else disposition[:90].rsplit(" ", 1)[0] + " …"
+        return f'the disposition "{short}"'
+    totals: dict[str, float] = {}
+    for t in resource.get("total") or [] if isinstance(resource.get("total"), list) else []:
+        if isinstance(t, dict) and (amount := _amount(t)) is not None:
+            for cat in _category_codes(t):
+                totals.setdefault(cat, amount)
+    submitted = totals.get("submitted")
+    paid = next((totals[c] for c in ("benefit", "paidtoprovider", "payment", "paid") if c in totals), None)
+    if submitted is not None and paid is not None and submitted > 0 and paid < submitted:
+        return f"the totals ({paid:g} paid of {submitted:g} submitted)"
+    carcs = [r for r in claim_reasons if r.kind == "CARC" and r.group != "PR"]
+    if carcs:
+        return f"the claim-level reason CARC {carcs[0].code}"
+    return None
 
 
 def _line_status(submitted: float | None, paid: float | None, reasons: list[Reason], action: str | None) -> Any:
@@ -427,12 +515,14 @@ def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint
         for n in resource.get("processNote") or []
         if isinstance(n, dict) and isinstance(n.get("number"), int)
     }
-    lines = [_line(i, claim_items, notes) for i in resource.get("item") or [] if isinstance(i, dict)]
-    lines += [_line(i, {}, notes) for i in resource.get("addItem") or [] if isinstance(i, dict)]
+    problems: list[str] = []
+    items = _objects(resource.get("item"), f"{rtype}.item", problems)
+    lines = [_line(it, claim_items, notes, problems, f"{rtype}.item[{n}]") for n, it in enumerate(items)]
+    added = _objects(resource.get("addItem"), f"{rtype}.addItem", problems)
+    lines += [_line(it, {}, notes, problems, f"{rtype}.addItem[{n}]") for n, it in enumerate(added)]
     claim_reasons: list[Reason] = []
-    for adj in resource.get("adjudication") or []:
-        if isinstance(adj, dict):
-            claim_reasons.extend(_reasons_from_adjudication(adj))
+    for adj in _objects(resource.get("adjudication"), f"{rtype}.adjudication", problems):
+        claim_reasons.extend(_reasons_from_adjudication(adj))
     claim_reasons.extend(_remarks(resource, notes))
     for err in resource.get("error") or []:
         if isinstance(err, dict):
@@ -452,10 +542,28 @@ def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint
     actions = {ln.review_action for ln in lines if ln.review_action}
     category, path, why = _category_and_path(denial_reasons, outcome, payer_hint, actions)
     denied = bool(denied_lines) or outcome == "error" or category == "unprocessable"
-    if not denied:
+    lines_unreadable = False
+    unreadable = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    labels = {c["id"]: c["label"] for c in carc_table()["categories"]}
+    if not denied_lines and problems and (signal := _denial_signal(resource, outcome, claim_reasons)):
+        # The payer says denied, but which lines and why cannot be read: never "nothing to appeal".
+        denied, lines_unreadable = True, True
+        if not claim_reasons:
+            category, path = "lines-unreadable", "appeal"
+        why = (
+            f"{signal[0].upper()}{signal[1:]} says the claim was denied or cut, but its lines could not be read "
+            f"({unreadable}): ptguard cannot tell which services were denied or why. Read the payer's remittance "
+            "or letter (or ask for a corrected ClaimResponse) before deciding; the appeal clock may be running."
+        )
+    elif not denied:
         path, why = "none", "No line was denied or reduced: nothing to appeal."
         category = "none"
-    labels = {c["id"]: c["label"] for c in carc_table()["categories"]}
+        if problems:
+            why = (
+                f"No readable line was denied or reduced, but part of the adjudication could not be read "
+                f"({unreadable}): check the payer's remittance before concluding there is nothing to appeal."
+            )
+    labels.setdefault("lines-unreadable", "Lines could not be read")
     patient = resource.get("patient")
     identifiers = {
         str(i.get("system")): str(i.get("value"))
@@ -489,4 +597,9 @@ def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint
         path=path,
         why=why,
         identifiers=identifiers,
+        data_quality=[
+            data_quality("unreadable-adjudication", msg, ref, severity="warning")
+            for msg in problems
+        ],
+        lines_unreadable=lines_unreadable,
     )
