@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from pypdf import PdfReader
@@ -33,6 +34,9 @@ def _feedback_rows(db_url: str) -> list[tuple[str, str]]:
 def test_sign_notes_launch_the_app_and_download_an_appeal(demo_stack: Any, page: Any) -> None:
     urls = demo_stack.urls
     simulator = urls.simulator
+    # Works offline: every request the pages make (scripts, styles, fonts, images, launches) stays on loopback.
+    hosts: set[str] = set()
+    page.context.on("request", lambda request: hosts.add(urlsplit(request.url).hostname or request.url[:20]))
 
     # 1. cigna-01: 31 timed minutes billed as 3 units of 97530 → a critical units card with a suggestion.
     _sign(page, simulator, "enc-cigna-01")
@@ -91,3 +95,4 @@ def test_sign_notes_launch_the_app_and_download_an_appeal(demo_stack: Any, page:
     assert "CARC 50" in text and "medically necessary" in text  # the denial reason, explained
     assert "19 May 2027" in text and "2560.503-1" in text  # the deadline and the rule behind it
     assert next(o.title for o in reader.outline if hasattr(o, "title")).startswith("First-level appeal")
+    assert hosts and hosts <= {"127.0.0.1", "localhost"}, f"requests left the machine: {sorted(hosts)}"
