@@ -563,6 +563,10 @@ def token_set(
     if not token.get("access_token"):
         raise SmartError("The EHR's token response had no access token.", title="Sign-in not completed")
     granted = str(token.get("scope") or " ".join(requested))
+    context = LaunchContext.from_token(token)
+    if not context.patient and identity.verified and (identity.fhir_user or "").startswith("Patient/"):
+        # Identity only via fhirUser (a patient signed in, no `patient` in the token): that patient is the context.
+        context.patient = str(identity.fhir_user).split("/", 1)[1]
     return TokenSet(
         issuer=issuer_key(cfg.fhir_base),
         fhir_base=cfg.fhir_base.rstrip("/"),
@@ -571,7 +575,7 @@ def token_set(
         scope=granted,
         requested=requested,
         refresh_token=str(token["refresh_token"]) if token.get("refresh_token") else None,
-        context=LaunchContext.from_token(token),
+        context=context,
         fhir_user=identity.fhir_user,
         identity_note=identity.note,
         smart=smart.to_dict(),

@@ -259,6 +259,21 @@ def test_launch_context_and_landing(tmp_path: Path) -> None:
         assert _landing(_ts(patient="p"), {"ehr_launch": False}) == "/app/"
 
 
+def test_patient_from_a_verified_patient_fhir_user_only() -> None:
+    base = {"access_token": "a", "expires_in": 3600, "scope": "launch/patient patient/*.rs openid fhirUser"}
+    requested = ["launch/patient", "patient/ClaimResponse.rs"]
+
+    def ts(identity: IdentityCheck, **token: Any) -> smart.TokenSet:
+        return smart.token_set({**base, **token}, cfg(), SmartConfiguration("a", "t"), requested, identity)
+
+    # No `patient` in the token response, identity only via fhirUser: the verified Patient is the context.
+    assert ts(IdentityCheck(True, "Patient/p7", "s", "verified")).context.patient == "p7"
+    # The token's own patient wins; a Practitioner fhirUser or an unverified id_token sets nothing.
+    assert ts(IdentityCheck(True, "Patient/p7", "s", "verified"), patient="p1").context.patient == "p1"
+    assert ts(IdentityCheck(True, "Practitioner/d1", "s", "verified")).context.patient is None
+    assert ts(IdentityCheck(False, "Patient/p7", None, "not verified")).context.patient is None
+
+
 def test_features_degrade_per_scope() -> None:
     full = {
         f.name: f
