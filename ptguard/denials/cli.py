@@ -18,10 +18,9 @@ from ptguard.denials.deadlines import (
     load_contract_overrides,
     payer_type,
 )
-from ptguard.denials.decode import DATA_DIR
-from ptguard.errors import InputError, NotFoundError
+from ptguard.errors import InputError
 from ptguard.fhir.dates import parse_date
-from ptguard.rules.tables import table
+from ptguard.rules.criteria_files import require_payer
 
 SCHEMA = "https://ptguard.dev/schemas/deadline-output.schema.json"
 PAYER_TYPES = ("medicare", "medicare-advantage", "commercial", "medicaid-mco")
@@ -34,11 +33,6 @@ def _notice_date(raw: str, option: str) -> date:
     if found is None:
         raise InputError(f"{option} {raw[:40]!r} is not a date: give YYYY-MM-DD (or an ISO dateTime with its offset)")
     return found
-
-
-def known_payers() -> set[str]:
-    """The payer ids deadlines.yaml assigns to a payer type."""
-    return {str(p) for payers in table("deadlines", DATA_DIR)["payer_types"].values() for p in payers}
 
 
 def deadline_json(d: Deadline, notice: date, today: date) -> dict[str, Any]:
@@ -65,8 +59,10 @@ def cmd_deadline(args: argparse.Namespace, out: TextIO) -> int:
     today = _notice_date(args.today, "--today") if args.today else datetime.now().astimezone().date()
     # A payer id selects its payer type and its contract limits; a payer type alone uses the regulatory floor.
     payer = args.payer or args.payer_type
-    if args.payer and args.payer not in known_payers():
-        raise NotFoundError(f"unknown payer id {args.payer[:40]!r}; known payers: {', '.join(sorted(known_payers()))}")
+    if args.payer:
+        require_payer(args.payer)
+    if args.contract and not args.payer:
+        raise InputError("--contract applies a payer's contract limits: give --payer ID with it")
     ptype = payer_type(payer)
     if args.payer_type and ptype != args.payer_type:
         raise InputError(f"--payer {args.payer} is a {ptype} payer, not {args.payer_type}")
@@ -110,6 +106,8 @@ def add_cli(sub: Any) -> None:
     which.add_argument("--all", action="store_true", help="every level of the payer type")
     p.add_argument("--notice-date", required=True, help="date of the denial notice, YYYY-MM-DD")
     p.add_argument("--today", help="count days left from this date (default: today)")
-    p.add_argument("--contract", help="YAML {payer: {level: days}} of contract limits (default $PTGUARD_CONTRACT_DEADLINES; needs --payer)")
+    p.add_argument(
+        "--contract", help="YAML {payer: {level: days}} of contract limits (default $PTGUARD_CONTRACT_DEADLINES); with --payer"
+    )
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_deadline)

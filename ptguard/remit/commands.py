@@ -24,6 +24,7 @@ from ptguard.remit.intake import ImportResult, import_835
 from ptguard.remit.matching import claim_id_systems
 from ptguard.remit.watch import MAX_FILE_BYTES, PROCESSED, QUARANTINE, scan_once
 from ptguard.remit.worklist import STATUSES, list_work_items
+from ptguard.rules.criteria_files import require_payer
 
 TOKEN_ENV = "PTGUARD_FHIR_TOKEN"  # noqa: S105 - the variable name, not a secret
 _SKIP_DIRS = frozenset({PROCESSED, QUARANTINE})
@@ -197,6 +198,8 @@ def cmd_worklist(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_denial(args: argparse.Namespace, out: TextIO) -> int:
+    if args.payer:
+        require_payer(args.payer)
     denials = describe_file(Path(args.file), today=_today(), payer=args.payer)
     if args.format == "json":
         _dump(denials[0] if len(denials) == 1 else {"denials": denials}, out)
@@ -207,7 +210,10 @@ def cmd_denial(args: argparse.Namespace, out: TextIO) -> int:
         for ln in d["lines"]:
             reasons = ", ".join(f"{r['group']}-{r['code']}" if r.get("group") else r["code"] for r in ln["reasons"])
             out.write(f"  line {ln['sequence']}: {ln['code'] or '(code not in the file)'} {' '.join(ln['modifiers'])} {ln['status']}"
-                      f" ({reasons or 'no reason codes'})\n")
+                      f" ({reasons or ('codes at claim level' if d.get('claim_reasons') else 'no reason codes')})\n")
+        for r in d.get("claim_reasons") or []:
+            code = f"{r['group']}-{r['code']}" if r.get("group") else r["code"]
+            out.write(f"  claim      {code}: {r.get('meaning') or 'meaning not on file'}\n")
         out.write(f"  why        {d['why']}\n")
         if d.get("deadline"):
             dl = d["deadline"]

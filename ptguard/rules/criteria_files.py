@@ -186,6 +186,18 @@ def available_payers(directory: Path = DEFAULT_CRITERIA_DIR) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.yaml") if PAYER_ID.fullmatch(p.stem))
 
 
+def require_payer(payer: str, directory: Path | None = None) -> str:
+    """`payer` when it has a criteria file (PTGUARD_CRITERIA_DIR by default), else NotFoundError listing the known ids."""
+    if directory is None:
+        from ptguard.config import load_settings
+
+        directory = load_settings().criteria_dir
+    if not known_payer(payer, directory):
+        known = ", ".join(available_payers(directory)) or "none"
+        raise NotFoundError(f"unknown payer id {payer[:40]!r}; known payers: {known}")
+    return payer
+
+
 def known_payer(payer: str, directory: Path = DEFAULT_CRITERIA_DIR) -> bool:
     """True when `payer` is a well-formed id with a criteria file (safe to pass to load_payer)."""
     return bool(PAYER_ID.fullmatch(payer)) and (directory / f"{payer}.yaml").is_file()
