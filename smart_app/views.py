@@ -34,7 +34,7 @@ from ptguard.appeals.gather import AppealSource, build_source, gather_from_serve
 from ptguard.appeals.render import render_packet
 from ptguard.appeals.writeback import writeback
 from ptguard.chart import build_visits
-from ptguard.denials.deadlines import compute_deadline, next_level, payer_type
+from ptguard.denials.deadlines import canonical_level, compute_deadline, next_level, payer_type
 from ptguard.denials.decode import Denial, decode
 from ptguard.errors import FhirServerError, InputError, NotFoundError, PtguardError
 from ptguard.fhir.client import FhirClient
@@ -515,6 +515,12 @@ def _load_source(cr_id: str) -> tuple[AppealSource | None, Denial, list[str], di
         return None, denial, [*notes, exc.one_line()], cr, load
 
 
+def _after_upheld(case: cases.CaseView, ptype: str, notice: date) -> tuple[str | None, date | None]:
+    """The level that follows an upheld case, and the date of that decision (which the next level runs from)."""
+    level = next_level(ptype, case.level or "", notice) if case.level else None
+    return level, date.fromisoformat(case.audit[-1]["at"][:10]) if case.audit else None
+
+
 def _next_step(denial: Denial, payer_id: str, case_views: list[cases.CaseView]) -> dict[str, Any]:
     """The level to file next and its deadline; after an upheld decision, the following level."""
     today = _today()
@@ -530,12 +536,11 @@ def _next_step(denial: Denial, payer_id: str, case_views: list[cases.CaseView]) 
     notice = denial.notice_date
     if upheld:
         last = upheld[-1]
-        ptype = payer_type(payer_id)
-        level = next_level(ptype, last.level or "", notice) if last.level else None
-        if level is None:
+        level, decided = _after_upheld(last, payer_type(payer_id), notice)
+        if level is None or decided is None:
             out["message"] = "Every appeal level of this payer type has been used."
             return out
-        notice = last.audit[-1]["at"][:10] and date.fromisoformat(last.audit[-1]["at"][:10])
+        notice = decided
         out["decision_note"] = (
             f"The {last.level} was upheld (recorded {notice.isoformat()}); the next level runs from that decision."
         )
@@ -599,7 +604,14 @@ def start_appeal(cr_id: str) -> Response | str:
     src, _denial, _notes, _cr, _load = _load_source(cr_id)
     if src is None:
         raise NotFoundError("the letter cannot be assembled: " + "; ".join(_notes[-1:]))
-    letter = assemble(src, today=_today(), level=request.form.get("level") or None)
+    level = request.form.get("level") or None
+    decision = None
+    upheld = [c for c in cases.cases_for(_db(), f"ClaimResponse/{cr_id}", scope=_scope(ts))
+              if c.status == "decided" and c.decision == "upheld"]
+    if level and upheld and src.denial.notice_date:
+        following, decided = _after_upheld(upheld[-1], payer_type(src.payer_id), src.denial.notice_date)
+        decision = decided if following == canonical_level(level) else None
+    letter = assemble(src, today=_today(), level=level, decision_date=decision)
     case_id = cases.create_case(_db(), letter, actor=_actor(ts), fhir_server=ts.fhir_base)
     return redirect(url_for("smart_app.appeal", case_id=case_id))  # type: ignore[return-value]
 

@@ -28,7 +28,7 @@ from ptguard.appeals.facts import (
 )
 from ptguard.appeals.gather import AppealSource
 from ptguard.appeals.model import AppealLetter, Paragraph, Sentence
-from ptguard.denials.deadlines import Deadline, compute_deadline, payer_type
+from ptguard.denials.deadlines import Deadline, compute_deadline, is_later_level, payer_type, previous_level
 from ptguard.errors import InputError
 from ptguard.fhir.refs import ref_string
 
@@ -128,14 +128,19 @@ def _claim_number(src: AppealSource) -> Fact | Gap:
 
 
 def _deadline(
-    src: AppealSource, today: date, level: str | None, contract: dict[str, dict[str, int]] | None
+    src: AppealSource,
+    today: date,
+    level: str | None,
+    contract: dict[str, dict[str, int]] | None,
+    decision_date: date | None = None,
 ) -> Deadline | None:
     d = src.denial
     if d.notice_date is None or d.path in ("none", "resubmit"):
         return None
     if d.path == "reopen" and payer_type(src.payer_id) == "medicare" and level is None:
         level = "reopening"
-    return compute_deadline(src.payer_id, d.notice_date, today=today, level=level, contract=contract)
+    start = decision_date or d.notice_date
+    return compute_deadline(src.payer_id, start, today=today, level=level, contract=contract)
 
 
 def _context(src: AppealSource, today: date, deadline: Deadline | None, labels: dict[str, str]) -> dict[str, Any]:
@@ -278,8 +283,13 @@ def assemble(
     today: date | None = None,
     level: str | None = None,
     contract: dict[str, dict[str, int]] | None = None,
+    decision_date: date | None = None,
 ) -> AppealLetter:
-    """The letter for one denial: sentences with their sources, gaps, exhibits, deadline and notes for the biller."""
+    """The letter for one denial: sentences with their sources, gaps, exhibits, deadline and notes for the biller.
+
+    A later level (reconsideration, external review, …) runs from the decision of the level before it: give that
+    decision's date as `decision_date`; without it the deadline is counted from the denial notice and a note says so.
+    """
     started = time.perf_counter()
     today = today or datetime.now().astimezone().date()
     d = src.denial
@@ -287,7 +297,7 @@ def assemble(
         raise InputError(f"{d.reference} denies nothing: there is nothing to appeal ({d.why})")
     if d.lines_unreadable:
         raise InputError(f"{d.reference}: no appeal letter for lines that could not be read. {d.why}")
-    deadline = _deadline(src, today, level, contract)
+    deadline = _deadline(src, today, level, contract, decision_date)
     exhibits, labels, exhibit_gaps = build_exhibits(src)
     ctx = _context(src, today, deadline, labels)
     env = environment()
@@ -304,7 +314,7 @@ def assemble(
     ctx["exhibit_gaps"] = exhibit_gaps
     rendered = env.get_template("letter.j2").render(**ctx)
     paragraphs = _parse(rendered)
-    notes = _notes(src, deadline)
+    notes = _notes(src, deadline, decision_date)
     subject_lines = [ln.code for ln in d.denied_lines if ln.code]
     letter = AppealLetter(
         claim_response=d.reference,
@@ -328,7 +338,7 @@ def assemble(
     return letter
 
 
-def _notes(src: AppealSource, deadline: Deadline | None) -> list[str]:
+def _notes(src: AppealSource, deadline: Deadline | None, decision_date: date | None = None) -> list[str]:
     """Advice for the biller that does not belong in the letter."""
     d = src.denial
     notes = [d.why]
@@ -349,6 +359,12 @@ def _notes(src: AppealSource, deadline: Deadline | None) -> list[str]:
     if deadline is not None:
         when = "overdue" if deadline.overdue else f"{deadline.days_left} day(s) left"
         notes.append(f"Due {deadline.due.isoformat()} ({when}); rule: {deadline.rule}; {deadline.basis}.")
+        if decision_date is None and d.notice_date and is_later_level(deadline.payer_type, deadline.level, d.notice_date):
+            before = previous_level(deadline.payer_type, deadline.level, d.notice_date) or "previous level"
+            notes.append(
+                f"The {deadline.level} runs from the {before} decision, not from the denial notice: this due date "
+                "is counted from the notice; give the decision's date to count it right."
+            )
     return notes
 
 

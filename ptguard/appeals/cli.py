@@ -38,6 +38,10 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--token", default=os.environ.get("PTGUARD_FHIR_TOKEN"), help="bearer token for --fhir")
     p.add_argument("--out", help="write the PDF packet here")
     p.add_argument("--level", help="appeal level (default: the first level for the payer type)")
+    p.add_argument(
+        "--decision-date",
+        help="for a later level: date (YYYY-MM-DD) of the decision being appealed, which its deadline runs from",
+    )
     p.add_argument("--contract", help="YAML file of contract filing limits {payer: {level: days}}")
     p.add_argument("--today", help=argparse.SUPPRESS)
     p.add_argument("--format", choices=["text", "json"], default="text")
@@ -83,7 +87,8 @@ def cmd_appeal(args: argparse.Namespace, out: TextIO) -> int:
     today = date.fromisoformat(args.today) if args.today else None
     contract = load_contract_overrides(Path(args.contract)) if args.contract else None
     src = build_source(load, wanted)
-    letter = assemble(src, today=today, level=args.level, contract=contract)
+    decision = _date_option(args.decision_date, "--decision-date") if args.decision_date else None
+    letter = assemble(src, today=today, level=args.level, contract=contract, decision_date=decision)
     packet = None
     if args.out:
         from ptguard.appeals.render import render_packet
@@ -111,6 +116,13 @@ def cmd_appeal(args: argparse.Namespace, out: TextIO) -> int:
     for f in findings:
         sys.stderr.write(f"ptguard: {f.message}\n")
     return 0
+
+
+def _date_option(raw: str, option: str) -> date:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise InputError(f"{option} {raw[:40]!r} is not a date (YYYY-MM-DD)") from None
 
 
 def output_json(letter: Any, denial: dict[str, Any], *, packet_path: str | None, pages: int | None) -> dict[str, Any]:

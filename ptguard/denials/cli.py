@@ -17,6 +17,7 @@ from ptguard.denials.deadlines import (
     levels,
     load_contract_overrides,
     payer_type,
+    previous_level,
 )
 from ptguard.errors import InputError
 from ptguard.fhir.dates import parse_date
@@ -35,18 +36,26 @@ def _notice_date(raw: str, option: str) -> date:
     return found
 
 
-def deadline_json(d: Deadline, notice: date, today: date) -> dict[str, Any]:
-    """The JSON of one level (schemas/deadline-output.schema.json `$defs/deadline`)."""
+def deadline_json(d: Deadline, notice: date, today: date, runs_from: str | None = None) -> dict[str, Any]:
+    """The JSON of one level (schemas/deadline-output.schema.json `$defs/deadline`).
+
+    `runs_from` names the earlier decision a later level counts from (in --all); its dates are then unknown.
+    """
+    later = runs_from is not None
     return {
         "payer_type": d.payer_type,
         "level": d.level,
         "label": d.label,
         "notice_date": notice.isoformat(),
-        "due_date": d.due.isoformat(),
-        "days_left": d.days_left,
-        "overdue": d.overdue,
+        "runs_from": f"the {runs_from} decision" if later else "the notice",
+        "due_date": None if later else d.due.isoformat(),
+        "days_left": None if later else d.days_left,
+        "overdue": None if later else d.overdue,
         "rule": d.rule,
-        "basis": d.basis,
+        "basis": (
+            f"{d.period} the {runs_from} decision: give that decision's date as --notice-date with --level {d.level}"
+            if later else d.basis
+        ),
         "contract_override": d.contract_override,
         "today": today.isoformat(),
     }
@@ -71,18 +80,23 @@ def cmd_deadline(args: argparse.Namespace, out: TextIO) -> int:
         [str(r["level"]) for r in levels(ptype, notice)] if args.all else [canonical_level(args.level) if args.level else None]
     )
     found = [compute_deadline(payer, notice, today=today, level=n, contract=contract) for n in names]
+    # With --all, only the first level (and reopening) run from this notice; each later one from the decision before it.
+    rows = [
+        deadline_json(d, notice, today, previous_level(ptype, d.level, notice) if args.all else None) for d in found
+    ]
     if args.format == "json":
-        if args.all:
-            data: dict[str, Any] = {"$schema": SCHEMA, "deadlines": [deadline_json(d, notice, today) for d in found]}
-        else:
-            data = {"$schema": SCHEMA, **deadline_json(found[0], notice, today)}
+        data: dict[str, Any] = {"$schema": SCHEMA, "deadlines": rows} if args.all else {"$schema": SCHEMA, **rows[0]}
         out.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     out.write(f"{ptype} payer · notice dated {notice.isoformat()} · today {today.isoformat()}\n")
-    for d in found:
-        left = f"{-d.days_left} days overdue" if d.overdue else f"{d.days_left} days left"
-        out.write(f"  {d.level:22s} due {d.due.isoformat()} ({left}): {d.label}\n")
-        out.write(f"  {'':22s} rule {d.rule}; {d.basis}\n")
+    for row in rows:
+        if row["due_date"] is None:
+            when = f"runs from {row['runs_from']}"
+        else:
+            left = row["days_left"]
+            when = f"due {row['due_date']} ({-left} days overdue)" if left < 0 else f"due {row['due_date']} ({left} days left)"
+        out.write(f"  {row['level']:22s} {when}: {row['label']}\n")
+        out.write(f"  {'':22s} rule {row['rule']}; {row['basis']}\n")
     return 0
 
 
@@ -104,7 +118,9 @@ def add_cli(sub: Any) -> None:
         "MCO). Default: the first appeal level",
     )
     which.add_argument("--all", action="store_true", help="every level of the payer type")
-    p.add_argument("--notice-date", required=True, help="date of the denial notice, YYYY-MM-DD")
+    p.add_argument(
+        "--notice-date", required=True, help="date of the notice or decision being appealed, YYYY-MM-DD"
+    )
     p.add_argument("--today", help="count days left from this date (default: today)")
     p.add_argument(
         "--contract", help="YAML {payer: {level: days}} of contract limits (default $PTGUARD_CONTRACT_DEADLINES); with --payer"

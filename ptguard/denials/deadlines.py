@@ -27,6 +27,7 @@ class Deadline:
     rule: str
     basis: str
     contract_override: bool = False
+    period: str = ""  # the time limit and what it counts from, e.g. "60 days from receipt of"
 
     @property
     def overdue(self) -> bool:
@@ -42,6 +43,7 @@ class Deadline:
             "rule": self.rule,
             "basis": self.basis,
             "contract_override": self.contract_override,
+            "period": self.period,
         }
 
 
@@ -75,6 +77,19 @@ def first_level(ptype: str, on: date) -> str:
     if not found:
         raise NotFoundError(f"no appeal level for {ptype} payers is on file for {on.isoformat()}")
     return found[0]
+
+
+def is_later_level(ptype: str, level: str, on: date) -> bool:
+    """True for a level that runs from the decision of the level before it (not from the denial notice)."""
+    level = canonical_level(level)
+    return level != "reopening" and level != first_level(ptype, on)
+
+
+def previous_level(ptype: str, level: str, on: date) -> str | None:
+    """The appeal level before `level` (None for the first level and for reopening)."""
+    names = [str(r["level"]) for r in levels(ptype, on) if r["level"] != "reopening"]
+    level = canonical_level(level)
+    return names[names.index(level) - 1] if level in names and names.index(level) > 0 else None
 
 
 def next_level(ptype: str, current: str, on: date) -> str | None:
@@ -186,10 +201,12 @@ def compute_deadline(
             f"no deadline can be counted from a notice dated {notice_date.isoformat()}: the date is out of range"
         ) from None
     if override:
+        period = f"{override} days from"
         rule = f"contract filing limit for {payer_id}: {override} days"
         basis = f"{override} days from the notice dated {notice_date.isoformat()} (contract; the regulatory floor is {row['rule']})"
     else:
         span = f"{row['months']} months" if row.get("months") else f"{row['days']} days"
+        period = f"{span} from receipt of" if presumption else f"{span} from"
         if presumption:
             basis = (
                 f"{span} from receipt; receipt presumed {presumption} days after the notice dated "
@@ -198,4 +215,4 @@ def compute_deadline(
         else:
             basis = f"{span} from the notice dated {notice_date.isoformat()}"
         rule = str(row["rule"])
-    return Deadline(ptype, level, str(row["label"]), due, (due - today).days, rule, basis, bool(override))
+    return Deadline(ptype, level, str(row["label"]), due, (due - today).days, rule, basis, bool(override), period)

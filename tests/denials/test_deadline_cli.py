@@ -66,6 +66,13 @@ def test_default_level_text_and_all_levels(capsys: pytest.CaptureFixture[str]) -
     assert [d["level"] for d in value["deadlines"]] == [
         "reopening", "redetermination", "reconsideration", "alj", "appeals-council", "federal-court",
     ]
+    first, later = value["deadlines"][1], value["deadlines"][2]
+    # Only the first level (and reopening) run from this notice; a later one from the decision before it.
+    assert first["due_date"] == "2027-03-25" and first["runs_from"] == "the notice"
+    assert later["due_date"] is None and later["days_left"] is None
+    assert later["runs_from"] == "the redetermination decision" and "180 days from receipt of" in later["basis"]
+    code, out, _ = run(["--payer-type", "medicare", "--all", "--notice-date", NOTICE, "--today", TODAY], capsys)
+    assert "alj                    runs from the reconsideration decision" in out
 
 
 def test_overdue_and_non_utc_notice(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,42 @@
+"""A later appeal level runs from the decision of the level before it, in the letter and on the command line."""
+
+from __future__ import annotations
+
+import io
+from datetime import date
+from pathlib import Path
+
+import orjson
+
+from ptguard.appeals.assemble import assemble
+from ptguard.appeals.gather import build_source, load_files
+from ptguard.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TODAY = date(2026, 12, 3)
+
+
+def _source() -> object:
+    return build_source(load_files([ROOT / "fhir_fixtures"]), "cr-aetna-01")
+
+
+def test_decision_date_moves_a_later_level_and_a_note_asks_for_it() -> None:
+    src = _source()
+    from_notice = assemble(src, today=TODAY, level="external-review")  # type: ignore[arg-type]
+    assert from_notice.deadline is not None and from_notice.deadline["due"] == "2027-03-20"  # notice 2026-11-20 + 4 mo
+    assert any("runs from the internal-appeal decision" in n for n in from_notice.notes)
+    decided = assemble(src, today=TODAY, level="external-review", decision_date=date(2027, 1, 15))  # type: ignore[arg-type]
+    assert decided.deadline is not None and decided.deadline["due"] == "2027-05-15"
+    assert not any("runs from the internal-appeal decision" in n for n in decided.notes)
+    # The first level runs from the notice: no such note.
+    first = assemble(src, today=TODAY)  # type: ignore[arg-type]
+    assert first.deadline is not None and first.deadline["level"] == "internal-appeal"
+    assert not any("decision, not from the denial notice" in n for n in first.notes)
+
+
+def test_appeal_command_takes_the_decision_date() -> None:
+    out = io.StringIO()
+    args = ["appeal", "cr-aetna-01", "--bundle", str(ROOT / "fhir_fixtures"), "--level", "external-review",
+            "--decision-date", "2027-01-15", "--today", "2026-12-03", "--format", "json"]
+    assert main(args, out=out) == 0
+    assert orjson.loads(out.getvalue())["deadline"]["due"] == "2027-05-15"
