@@ -188,7 +188,7 @@ def build_parser(*, with_plugins: bool = True) -> argparse.ArgumentParser:
     check.add_argument("--payer", help="use this payer's criteria instead of the one mapped from Coverage")
     check.add_argument("--method", choices=["cms", "per-code"], help="override the payer's unit counting method")
     check.add_argument("--format", choices=["text", "json"], default="text")
-    check.add_argument("--all", action="store_true", help="also list criteria that are met and data-quality notes")
+    check.add_argument("--all", action="store_true", help="text: also list the criteria met and each data-quality note (JSON always has them)")
     check.add_argument("--criteria-dir", default=os.environ.get("PTGUARD_CRITERIA_DIR"), help=argparse.SUPPRESS)
     check.add_argument(
         "--validate",

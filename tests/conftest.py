@@ -16,8 +16,6 @@ import time_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fhir_fixtures"
-SHARED = ROOT.parent / "shared"
-PUBLIC_FHIR = SHARED / "public-fhir"
 SCHEMAS = ROOT / "schemas"
 CHICAGO = timezone(timedelta(hours=-6))
 
