@@ -20,7 +20,7 @@ from ptguard.fhir.client import FhirClient
 from ptguard.fhir.load import load_many
 from ptguard.fhir.refs import ResourceIndex
 from ptguard.remit.denial_output import describe_file
-from ptguard.remit.intake import ImportResult, import_835
+from ptguard.remit.intake import ImportResult, import_835, import_exit_code
 from ptguard.remit.matching import claim_id_systems
 from ptguard.remit.watch import MAX_FILE_BYTES, PROCESSED, QUARANTINE, scan_once
 from ptguard.remit.worklist import STATUSES, list_work_items
@@ -120,18 +120,26 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     client = _client(args)
     try:
         for n, path in enumerate(files, start=1):
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                result = ImportResult(filename=path.name, sha256="", status="rejected",
-                                      message=f"file is over the {MAX_FILE_BYTES // 2**20} MiB limit")
+            try:
+                size = path.stat().st_size
+                data = path.read_bytes() if size <= MAX_FILE_BYTES else None
+            except OSError as exc:  # vanished or unreadable since it was listed: this file only
+                result = ImportResult(filename=path.name, sha256="", status="failed", failure_exit_code=74,
+                                      message=f"cannot read the file ({exc.strerror or type(exc).__name__})")
             else:
-                result = import_835(path.read_bytes(), filename=path.name, db_url=settings.database_url,
-                                    fhir=client, index=index, today=_today(), claim_id_systems=systems,
-                                    payer_map=settings.payer_map)
+                if data is None:
+                    result = ImportResult(filename=path.name, sha256="", status="rejected",
+                                          message=f"file is over the {MAX_FILE_BYTES // 2**20} MiB limit")
+                else:  # import_835 never raises for one file: a failure is a `failed` result, the batch goes on
+                    result = import_835(data, filename=path.name, db_url=settings.database_url,
+                                        fhir=client, index=index, today=_today(), claim_id_systems=systems,
+                                        payer_map=settings.payer_map)
             results.append(result)
             line = f"[{n}/{len(files)}] {path}: {result.status}"
             if result.readable and result.status != "already-imported":
                 line += f", {result.claims} claim(s), {len(result.therapy_denials)} therapy denial line(s)"
+                if result.duplicate_claims:
+                    line += f" ({result.duplicate_claims} duplicate claim(s) in the file, counted once)"
             if result.status != "imported" and result.message:
                 line += f" — {result.message}"
             sys.stderr.write(line + "\n")
@@ -139,11 +147,16 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
         if client is not None:
             client.close()
     summary = summarise(results)
+    summary["duplicate_claims"] = sum(r.duplicate_claims for r in results)
+    summary["exit_code"] = code = import_exit_code(results)
     if args.format == "json":
         _dump({"summary": summary, "files": [r.to_dict() for r in results]}, out)
     else:
         _print_summary(summary, out)
-    return 0 if any(r.readable for r in results) else 2
+        if summary["duplicate_claims"]:
+            out.write(f"duplicate  {summary['duplicate_claims']} claim(s) repeated within a file: counted and "
+                      "stored once\n")
+    return code
 
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:

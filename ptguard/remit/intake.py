@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from ptguard.chart import payer_id_for
 from ptguard.denials.deadlines import Deadline, compute_deadline
 from ptguard.denials.decode import DecodedLine, Denial, Reason, decode
-from ptguard.errors import InputError, PtguardError
+from ptguard.errors import FhirServerError, PtguardError
 from ptguard.fhir.client import FhirClient
 from ptguard.fhir.refs import ResourceIndex, ref_string
 from ptguard.remit.matching import ClaimMatch, ClaimMatcher, apply_match
@@ -105,6 +105,9 @@ class ImportResult:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     fhir: dict[str, Any] | None = None
+    duplicate_claims: int = 0  # claims of a transaction repeated within the file (sent twice): counted once
+    # For a `failed` file: the exit code of what failed (6 the FHIR server, 5 the database, 70 unexpected).
+    failure_exit_code: int | None = None
 
     @property
     def readable(self) -> bool:
@@ -122,6 +125,7 @@ class ImportResult:
             "claims": self.claims,
             "raw_clp_count": self.raw_clp_count,
             "rejected_claims": self.rejected_claims,
+            "duplicate_claims": self.duplicate_claims,
             "paid": self.paid,
             "denied": self.denied,
             "reversals": self.reversals,
@@ -177,13 +181,15 @@ def control_key(result: ReadResult) -> str | None:
     """
     if not result.remittances:
         return None
-    parts = sorted(
-        "/".join([r.sender_id or "", r.receiver_id or "", r.interchange_control_number, r.group_control_number,
-                  r.transaction_control_number, r.trace_number or "",
-                  str(r.payment_amount.normalize()) if r.payment_amount is not None else ""])
-        for r in result.remittances
-    )
+    parts = sorted(transaction_identity(r) for r in result.remittances)
     return "x12:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def transaction_identity(rem: Remittance) -> str:
+    """One ST/SE transaction's identity: ISA06, ISA08, ISA13, GS06, ST02, TRN02 and BPR02."""
+    return "/".join([rem.sender_id or "", rem.receiver_id or "", rem.interchange_control_number,
+                     rem.group_control_number, rem.transaction_control_number, rem.trace_number or "",
+                     str(rem.payment_amount.normalize()) if rem.payment_amount is not None else ""])
 
 
 def _today_default() -> date:
@@ -199,6 +205,8 @@ def deadline_for(payer_id: str, notice: date | None, path: str, *, today: date) 
             return compute_deadline(payer_id, notice, today=today, level=level)
         except (PtguardError, LookupError, StopIteration):  # no level in effect on that date (e.g. a 2014 notice)
             continue
+        except (OverflowError, ValueError):  # a notice date no deadline can be counted from (e.g. 9999-12-31)
+            return None
     return None
 
 
@@ -288,6 +296,7 @@ def _row(
     rule: str | None,
 ) -> dict[str, Any]:
     line_dict = line.to_dict()
+    line_dict["sequence"] = line.sequence  # stored as the number (or null), as schemas/worklist-output says
     if match is not None and line.sequence is not None:
         encounters = match.encounters.get(line.sequence) or match.encounter_refs()
         line_dict["encounters"] = encounters
@@ -435,7 +444,7 @@ class _FhirWriter:
             answer = self.client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
             answers = [a for a in answer.get("entry") or [] if isinstance(a, dict)]
             if len(answers) != len(chunk):
-                raise InputError(f"the FHIR server answered {len(answers)} entries for {len(chunk)} sent")
+                raise FhirServerError(f"the FHIR server answered {len(answers)} entries for {len(chunk)} sent")
             for res, ans in zip(chunk, answers, strict=True):
                 ref, was_created = _fhir_ref_from_answer(ans, str(res["resourceType"]))
                 refs.append(ref)
@@ -453,6 +462,7 @@ def _source_extension(resource: dict[str, Any], sha: str, filename: str) -> None
         "identifier": {"system": REMIT_FILE_SHA256, "value": sha}, "display": Path(filename).name}})
 
 
+INTERNAL_ERROR = 70  # the exit code of an unexpected error (README)
 LEASE_SECONDS = 900  # how long an import may hold a file before another process may take it over
 IN_PROGRESS = "in-progress"
 
@@ -564,10 +574,42 @@ def import_835(
 
     Idempotent on the file's SHA-256 and on its control numbers (ISA/GS/ST + TRN02); per claim, FHIR writes are
     conditional on the remit-claim-key identifier and work items unique on their dedupe key.
+
+    Never raises for one bad file: an unexpected error is a `failed` result (the file's record, when there is one,
+    is marked failed and its lease released, so a re-import retries it), and a batch goes on with the next file.
     """
+    name = Path(filename).name
+    try:
+        return _import_835(data, filename=name, db_url=db_url, fhir=fhir, today=today, progress=progress,
+                           index=index, claim_id_systems=claim_id_systems, payer_map=payer_map,
+                           lease_seconds=lease_seconds)
+    except Exception as exc:  # e.g. the database unreachable before the file was registered
+        log.exception("835 import of %s failed before it was registered", name)
+        first = (str(exc).splitlines() or [""])[0][:200]
+        message = f"unexpected error ({type(exc).__name__}{': ' + first if first else ''}); nothing stored"
+        code = exc.exit_code if isinstance(exc, PtguardError) else INTERNAL_ERROR
+        if isinstance(exc, PtguardError):
+            message = exc.one_line()
+        return ImportResult(filename=name, sha256=sha256_hex(data), status="failed", message=message,
+                            errors=[message], failure_exit_code=code)
+
+
+def _import_835(
+    data: bytes,
+    *,
+    filename: str,
+    db_url: str,
+    fhir: FhirClient | None,
+    today: date | None,
+    progress: Progress | None,
+    index: ResourceIndex | None,
+    claim_id_systems: Sequence[str],
+    payer_map: Path | None,
+    lease_seconds: float,
+) -> ImportResult:
     today = today or _today_default()
     sha = sha256_hex(data)
-    name = Path(filename).name
+    name = filename
     say = progress or (lambda _msg: None)
     # 1. the same bytes again: nothing to do
     with session_scope(db_url) as s:
@@ -602,34 +644,68 @@ def import_835(
     try:
         pending, reversals = _process(read, data, sha, name, result, fhir=fhir, index=index, today=today,
                                       systems=claim_id_systems, payer_map=payer_map, say=say)
-    except PtguardError as exc:
-        result.status = "failed"
-        result.message = exc.one_line()
-        with session_scope(db_url) as s:
-            _finish(s, row_id, owner, status="failed", errors=[*errors, exc.one_line()])
-        log.warning("835 import failed: %s", type(exc).__name__)
-        return result
+    except Exception as exc:  # any failure marks the file failed and frees it for a retry
+        return _failed(db_url, row_id, owner, result, errors, exc)
     # 4. store the worklist and the outcome in one transaction
-    with session_scope(db_url) as s:
-        # The lease is checked (and the outcome written) first: an import that lost its lease stores nothing.
-        if not _finish(s, row_id, owner, status=result.status, errors=errors):
-            s.rollback()
-            log.warning("835 import lost its lease to another process; nothing stored")
-            return ImportResult(filename=name, sha256=sha, status=IN_PROGRESS, remit_file_id=row_id,
-                                message="another process took over this import (the lease ran out); nothing stored")
-        # Reversals close items stored before this file; then this file's own items are added.
-        result.work_items_closed = _close_reversed(s, reversals)
-        s.flush()
-        created, existing, _ids = _store_items(s, pending, row_id)
-        result.work_items_created, result.work_items_existing = created, existing
-        stored = s.get(RemitFile, row_id)
-        if stored is not None:
-            stored.summary = {k: v for k, v in result.to_dict().items() if k not in ("errors", "warnings")}
+    try:
+        with session_scope(db_url) as s:
+            # The lease is checked (and the outcome written) first: an import that lost its lease stores nothing.
+            if not _finish(s, row_id, owner, status=result.status, errors=errors):
+                s.rollback()
+                log.warning("835 import lost its lease to another process; nothing stored")
+                return ImportResult(filename=name, sha256=sha, status=IN_PROGRESS, remit_file_id=row_id,
+                                    message="another process took over this import (the lease ran out); "
+                                    "nothing stored")
+            # Reversals close items stored before this file; then this file's own items are added.
+            result.work_items_closed = _close_reversed(s, reversals)
+            s.flush()
+            created, existing, _ids = _store_items(s, pending, row_id)
+            result.work_items_created, result.work_items_existing = created, existing
+            stored = s.get(RemitFile, row_id)
+            if stored is not None:
+                stored.summary = {k: v for k, v in result.to_dict().items() if k not in ("errors", "warnings")}
+    except Exception as exc:  # the transaction rolled back: nothing stored, the file is retryable
+        result.work_items_created = result.work_items_existing = result.work_items_closed = 0
+        return _failed(db_url, row_id, owner, result, errors, exc)
     if quarantined and not result.message:
         result.message = f"quarantined: {errors[0]}" if errors else "quarantined"
     say(f"{name}: {result.status}, {result.claims} claim(s), {len(result.therapy_denials)} therapy denial line(s), "
         f"{result.work_items_created} new work item(s)")
     return result
+
+
+def _failed(db_url: str, row_id: str, owner: str, result: ImportResult, errors: list[str],
+            exc: BaseException) -> ImportResult:
+    """Mark the file failed and release its lease (a re-import retries it at once); the result says why."""
+    result.failure_exit_code = exc.exit_code if isinstance(exc, PtguardError) else INTERNAL_ERROR
+    if isinstance(exc, PtguardError):
+        message = exc.one_line()
+        log.warning("835 import failed: %s", type(exc).__name__)
+    else:
+        first = (str(exc).splitlines() or [""])[0][:200]
+        message = f"unexpected error ({type(exc).__name__}{': ' + first if first else ''}); nothing stored, " \
+                  "the file can be imported again"
+        log.exception("835 import of %s failed unexpectedly", result.filename)
+    result.status = "failed"
+    result.message = message
+    result.therapy_denials = []
+    try:
+        with session_scope(db_url) as s:
+            _finish(s, row_id, owner, status="failed", errors=[*errors, message])
+    except Exception:  # the database itself failed; the lease runs out on its own
+        log.exception("could not mark the 835 import of %s failed", result.filename)
+        result.message = f"{message}; the import record could not be updated (its lease expires by itself)"
+    return result
+
+
+def import_exit_code(results: list[ImportResult]) -> int:
+    """0 ran (quarantined files included), 6 a file failed on the FHIR server, else the first failure's code
+    (5 database, 74 unreadable file, 70 unexpected), 2 when nothing at all could be read (README's table)."""
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        codes = [r.failure_exit_code or INTERNAL_ERROR for r in failed]
+        return 6 if 6 in codes else codes[0]
+    return 0 if any(r.readable for r in results) else 2
 
 
 def _rejected(db_url: str, data: bytes, sha: str, name: str, message: str) -> ImportResult:
@@ -669,12 +745,25 @@ def _process(
     reversals: list[tuple[ClaimPayment, str | None]] = []
     total = read.claim_count
     done = 0
+    seen_transactions: set[str] = set()
     for rem in read.remittances:
+        ident = transaction_identity(rem)
+        if ident in seen_transactions:
+            # The same interchange/transaction twice in one file (a clearinghouse re-append): read once.
+            result.duplicate_claims += len(rem.claims)
+            result.claims -= len(rem.claims)
+            result.warnings.append(
+                f"segment {rem.segment_number} ST: duplicate of an earlier transaction in this file (ISA13 "
+                f"{rem.interchange_control_number}, ST02 {rem.transaction_control_number}, TRN02 "
+                f"{rem.trace_number or '-'}); its {len(rem.claims)} claim(s) are not counted or stored again")
+            continue
+        seen_transactions.add(ident)
+        unique_claims = list(enumerate(rem.claims, start=1))
         payer_name = rem.payer.name
         payer_id = payer_id_for(None, payer_name or "", payer_map=payer_map)
         responses: list[dict[str, Any]] = []
         matches: list[ClaimMatch | None] = []
-        for n, claim in enumerate(rem.claims, start=1):
+        for n, claim in unique_claims:
             cr = claim_response(rem, n, claim, raw_reference=raw_ref)
             if raw_ref is None:
                 _source_extension(cr, sha, name)
@@ -696,7 +785,7 @@ def _process(
             ids = [r.split("/", 1)[1] if r else str(cr["id"]) for r, cr in zip(refs, responses, strict=True)]
             pr = payment_reconciliation(rem, ids, raw_reference=raw_ref)
             writer.conditional([pr], "payment_reconciliations")
-        for claim, cr, match, ref in zip(rem.claims, responses, matches, refs, strict=True):
+        for (_n, claim), cr, match, ref in zip(unique_claims, responses, matches, refs, strict=True):
             _collect(claim, cr, match, ref, rem, result, pending, reversals, payer_id=payer_id,
                      payer_name=payer_name, fhir_server=fhir.base_url if fhir else None, today=today)
     if writer is not None:
@@ -738,7 +827,12 @@ def _collect(
         control_number=claim.patient_control_number, cr_ref=ref, matched=matched, match=match,
         source="835", fhir_server=fhir_server, today=today,
     )
+    known = {p.key for p in pending}
     for item in items:
+        if item.key in known:
+            result.warnings.append(f"claim {claim.patient_control_number}: line {item.key.rsplit('|', 1)[-1]} was "
+                                   "already listed from an earlier claim of this file; duplicate, counted once")
+            continue
         line = item.row["lines"][0]
         due = item.row["due_date"]
         result.therapy_denials.append(TherapyDenial(
@@ -756,7 +850,7 @@ def _collect(
             "patient_display": denial.patient_display, "claim_ref": None,
             "claim_control_number": claim.patient_control_number, "claim_response_ref": ref,
             "claim_response": cr, "payer_id": payer_id, "payer_name": payer_name,
-            "lines": [ln.to_dict() for ln in denial.lines],
+            "lines": [{**ln.to_dict(), "sequence": ln.sequence} for ln in denial.lines],
             "codes": _reason_dicts(denial.claim_reasons), "category": "unmatched", "path": "none",
             "amount": None, "notice_date": denial.notice_date, "due_date": None,
             "deadline_rule": None, "status": "unmatched", "matched": False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
 from ptguard.errors import InputError
@@ -339,13 +339,30 @@ def _date(seg: Segment, position: int, what: str) -> date | None:
         raise _ElementError(_name(seg, position), f"{what} {_shown(raw)} is not a calendar date") from exc
 
 
+EARLIEST_YEAR, LATEST_YEAR = 1990, 2100  # an 835 date outside these years is a typo or a placeholder (99991231)
+MAX_DAYS_AHEAD = 366
+
+
+def implausible(value: date, today: date | None = None) -> str | None:
+    """Why a remittance date cannot be real (before 1990, after 2100, over a year ahead), else None."""
+    today = today or datetime.now().astimezone().date()
+    if value.year < EARLIEST_YEAR:
+        return f"before {EARLIEST_YEAR}"
+    if value.year > LATEST_YEAR:
+        return f"after {LATEST_YEAR}"
+    if (value - today).days > MAX_DAYS_AHEAD:
+        return "more than a year in the future"
+    return None
+
+
 def _gs_date(gs: Segment | None) -> date | None:
     if gs is None:
         return None
     try:
-        return _date(gs, 4, "group date")
+        value = _date(gs, 4, "group date")
     except _ElementError:
         return None
+    return value if value is None or implausible(value) is None else None
 
 
 def _split_composite(seg: Segment, position: int, delims: Delimiters, warnings: list[str]) -> list[str]:
@@ -440,6 +457,23 @@ class _Reader:
 
     def warn(self, message: str, seg: Segment) -> None:
         self.result.warnings.append(f"segment {seg.number} {seg.tag}: {message}")
+
+    def _when(self, seg: Segment, position: int, what: str) -> date | None:
+        """A DTM/BPR/PLB date; an implausible one (99991231, 19000101) is a data-quality problem, not used."""
+        value = _date(seg, position, what)
+        why = implausible(value) if value is not None else None
+        if value is None or why is None:
+            return value
+        raw = seg.el(position)
+        claim = self.claim.patient_control_number if self.claim is not None else None
+        note = f"{what} {raw} ({_name(seg, position)}) is implausible ({why}); not used"
+        if claim is not None:
+            self.claim.data_quality.append(note)  # type: ignore[union-attr]
+            note = f"claim {claim}: {note}"
+        elif self.rem is not None:
+            self.rem.data_quality.append(note)
+        self.warn(note, seg)
+        return None
 
     # -- envelope -------------------------------------------------------------------------------------
     def feed(self, seg: Segment) -> None:
@@ -619,12 +653,12 @@ class _Reader:
             rem.payment_amount = _amount(seg, 2, "total payment amount")
             rem.credit_debit = seg.el(3) or None
             rem.payment_method = seg.el(4) or None
-            rem.payment_date = _date(seg, 16, "payment date")
+            rem.payment_date = self._when(seg, 16, "payment date")
         elif tag == "TRN":
             rem.trace_number = seg.el(2) or None
             rem.trace_originator = seg.el(3) or None
         elif tag == "DTM" and seg.el(1) == "405":
-            rem.production_date = _date(seg, 2, "production date")
+            rem.production_date = self._when(seg, 2, "production date")
         elif tag == "N1":
             party = Party(seg.el(2) or None, seg.el(3) or None, seg.el(4) or None)
             if seg.el(1) == "PR":
@@ -687,17 +721,17 @@ class _Reader:
             qual = seg.el(1)
             if line is not None:
                 if qual == "472":
-                    line.service_date = _date(seg, 2, "service date")
+                    line.service_date = self._when(seg, 2, "service date")
                 elif qual == "150":
-                    line.service_period_start = _date(seg, 2, "service period start")
+                    line.service_period_start = self._when(seg, 2, "service period start")
                 elif qual == "151":
-                    line.service_period_end = _date(seg, 2, "service period end")
+                    line.service_period_end = self._when(seg, 2, "service period end")
             elif qual == "232":
-                claim.statement_from = _date(seg, 2, "statement from date")
+                claim.statement_from = self._when(seg, 2, "statement from date")
             elif qual == "233":
-                claim.statement_to = _date(seg, 2, "statement to date")
+                claim.statement_to = self._when(seg, 2, "statement to date")
             elif qual == "050":
-                claim.received_date = _date(seg, 2, "claim received date")
+                claim.received_date = self._when(seg, 2, "claim received date")
         elif tag == "REF" and line is not None and seg.el(1) == "6R":
             line.line_control_number = seg.el(2) or None
         elif tag == "AMT" and line is not None and seg.el(1) == "B6":
@@ -722,7 +756,7 @@ class _Reader:
 
     def plb(self, seg: Segment, rem: Remittance) -> None:
         provider = seg.el(1)
-        period = _date(seg, 2, "fiscal period date")
+        period = self._when(seg, 2, "fiscal period date")
         for k in range(6):
             c, a = 3 + 2 * k, 4 + 2 * k
             if not seg.el(c) and not seg.el(a):
