@@ -188,5 +188,8 @@ def _http(exc: HTTPException) -> Any:
 
 def init_app(app: Flask) -> None:
     """Register the blueprint and the app's background job queue."""
-    app.extensions.setdefault(_EXT, JobQueue())
+    db_url = app.config.get("DATABASE_URL")
+    # Job status lives in the database: under gunicorn each worker has its own queue, and any of them may be
+    # asked GET /remit/jobs/<id>.
+    app.extensions.setdefault(_EXT, JobQueue(db_url=str(db_url) if db_url else None))
     app.register_blueprint(bp)

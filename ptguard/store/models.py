@@ -185,3 +185,18 @@ class OAuthState(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
+
+
+class RemitJob(Base):
+    """A background remittance job (POST /remit/835, /remit/notify): its status seen by every worker process."""
+
+    __tablename__ = "remit_job"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued | running | done | error
+    dedupe_key: Mapped[str | None] = mapped_column(String(600), index=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
