@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import orjson
 
 from ptguard.config import load_settings
+from ptguard.denials.deadlines import configured_contract
 from ptguard.errors import InputError
 from ptguard.fhir.client import FhirClient
 from ptguard.fhir.load import load_many
@@ -111,6 +112,7 @@ def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
 
 def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     settings = load_settings()
+    configured_contract()  # a bad PTGUARD_CONTRACT_DEADLINES stops the run before any file is touched (exit 5)
     files = list(input_files(args.paths))
     if not files:
         raise InputError("no files to import", where=", ".join(args.paths))
@@ -161,6 +163,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     settings = load_settings()
+    configured_contract()
     folder = Path(args.folder)
     if not folder.is_dir():
         raise InputError("no such folder", where=args.folder)
@@ -211,6 +214,7 @@ def cmd_worklist(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_denial(args: argparse.Namespace, out: TextIO) -> int:
+    configured_contract()
     if args.payer:
         require_payer(args.payer)
     denials = describe_file(Path(args.file), today=_today(), payer=args.payer)
@@ -219,7 +223,8 @@ def cmd_denial(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     for d in denials:
         out.write(f"{d['resource']} · {d['payer'] or 'payer unknown'} · notice {d['notice_date'] or 'undated'}\n")
-        out.write(f"  denied     {'yes' if d['denied'] else 'no'}; {d['category_label']} → {d['path']}\n")
+        unreadable = " (lines could not be read)" if d.get("lines_unreadable") else ""
+        out.write(f"  denied     {'yes' if d['denied'] else 'no'}{unreadable}; {d['category_label']} → {d['path']}\n")
         for ln in d["lines"]:
             reasons = ", ".join(f"{r['group']}-{r['code']}" if r.get("group") else r["code"] for r in ln["reasons"])
             out.write(f"  line {ln['sequence']}: {ln['code'] or '(code not in the file)'} {' '.join(ln['modifiers'])} {ln['status']}"
@@ -227,6 +232,8 @@ def cmd_denial(args: argparse.Namespace, out: TextIO) -> int:
         for r in d.get("claim_reasons") or []:
             code = f"{r['group']}-{r['code']}" if r.get("group") else r["code"]
             out.write(f"  claim      {code}: {r.get('meaning') or 'meaning not on file'}\n")
+        for f in d.get("data_quality") or []:
+            out.write(f"  data       {f['message']}\n")
         out.write(f"  why        {d['why']}\n")
         if d.get("deadline"):
             dl = d["deadline"]

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from ptguard.chart import payer_id_for
 from ptguard.denials.deadlines import Deadline, compute_deadline
 from ptguard.denials.decode import DecodedLine, Denial, Reason, decode
-from ptguard.errors import FhirServerError, PtguardError
+from ptguard.errors import ConfigError, FhirServerError, PtguardError
 from ptguard.fhir.client import FhirClient
 from ptguard.fhir.refs import ResourceIndex, ref_string
 from ptguard.remit.matching import ClaimMatch, ClaimMatcher, apply_match
@@ -203,10 +203,10 @@ def deadline_for(payer_id: str, notice: date | None, path: str, *, today: date) 
     for level in (("reopening", None) if path == "reopen" else (None,)):
         try:
             return compute_deadline(payer_id, notice, today=today, level=level)
+        except ConfigError:  # a bad PTGUARD_CONTRACT_DEADLINES must stop the run, never drop deadlines silently
+            raise
         except (PtguardError, LookupError, StopIteration):  # no level in effect on that date (e.g. a 2014 notice)
             continue
-        except (OverflowError, ValueError):  # a notice date no deadline can be counted from (e.g. 9999-12-31)
-            return None
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import orjson
 import pytest
 
 from ptguard.cli import main
@@ -27,3 +28,30 @@ def test_mistyped_payer_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["denial", str(bundle), "--payer", "medicar"], out=io.StringIO()) == 3
     err = capsys.readouterr().err
     assert "unknown payer id 'medicar'" in err and "medicare" in err
+
+
+@pytest.mark.parametrize("command", ["denial", "remit-import"])
+def test_bad_contract_setting_stops_instead_of_dropping_deadlines(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PTGUARD_CONTRACT_DEADLINES", str(tmp_path / "missing.yaml"))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    remit = str(ROOT / "tests" / "remit" / "fixtures" / "aetna-01.835")
+    args = ["denial", remit] if command == "denial" else ["remit", "import", remit]
+    out = io.StringIO()
+    assert main(args, out=out) == 5
+    assert out.getvalue() == "" and "PTGUARD_CONTRACT_DEADLINES" in capsys.readouterr().err
+    assert not (tmp_path / "store.sqlite3").exists() or command == "denial"  # nothing imported
+
+
+def test_unreadable_lines_are_said_in_the_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = orjson.loads((ROOT / "fhir_fixtures" / "patient-aetna-whitfield.json").read_bytes())
+    cr = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ClaimResponse")
+    cr["item"] = [None, 5]
+    path = tmp_path / "cr.json"
+    path.write_bytes(orjson.dumps(cr))
+    out = io.StringIO()
+    assert main(["denial", str(path)], out=out) == 0
+    text = out.getvalue()
+    assert "denied     yes (lines could not be read)" in text
+    assert "data       ClaimResponse.item[0] is null" in text and "None" not in text
