@@ -375,13 +375,15 @@ def _incomplete_card(result: CdsResult, out: CardSet) -> None:
     if result.evaluation is None and not result.notes:
         return
     messages = [n.message for n in result.notes][:8]
-    detail = "Some of the chart could not be read in time, so the cards above cover only what was available:\n\n"
-    detail += "\n".join(f"- {m}" for m in messages) or "- the FHIR server did not answer"
+    # True for every way data goes missing (no answer in time, an error page, bad JSON, an unusable prefetch value);
+    # which one it was is in the log, not on the card (ptguard is no port scanner for the caller).
+    detail = "Some of the chart could not be read, so the cards above cover only what was available:\n\n"
+    detail += "\n".join(f"- {m}" for m in messages) or "- the FHIR server gave no usable answer"
     if result.withheld:
         detail += "\n\n**Not checked** (their data did not arrive): " + ", ".join(sorted(set(result.withheld)))
     card: dict[str, Any] = {
         "uuid": _new_uuid(),
-        "summary": "Check incomplete: part of the chart could not be read in time; re-check before billing",
+        "summary": "Check incomplete: part of the chart could not be read; re-check before billing",
         "detail": detail,
         "indicator": "info",
         "source": {

@@ -20,6 +20,7 @@ from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 
 from ptguard.errors import ConfigError
+from ptguard.fhir.client import http_url_problem
 
 log = logging.getLogger("ptguard.cds.auth")
 
@@ -82,8 +83,7 @@ def _issuer(iss: str, raw: Any, where: str) -> Issuer:
         if not isinstance(raw_servers, list) or not all(isinstance(u, str) for u in raw_servers):
             raise ConfigError(f"issuer {iss!r}: fhir_servers must be a list of base URLs", where=where)
         for url in raw_servers:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            if http_url_problem(url) is not None or urlsplit(url).query or urlsplit(url).fragment:
                 raise ConfigError(f"issuer {iss!r}: fhir_servers entry {url!r} is not an http(s) base URL", where=where)
         fhir_servers = tuple(raw_servers)
     return Issuer(

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 from ptguard.chart import ChartBuilder, TherapyVisit
 from ptguard.errors import InputError, PtguardError, UnsupportedVersionError
 from ptguard.fhir import codes
-from ptguard.fhir.client import FhirClient
+from ptguard.fhir.client import FhirClient, http_url_problem
 from ptguard.fhir.dates import parse_date
 from ptguard.fhir.fetch import Query, _missing_references, encounter_queries, fetch, merge, patient_queries
-from ptguard.fhir.load import LoadResult, Resource, load_json_value
+from ptguard.fhir.load import SKIPPED_ENTRY_FINDINGS, LoadResult, Resource, load_json_value
 from ptguard.fhir.refs import ResourceIndex
 from ptguard.findings import Finding, data_quality
 from ptguard.rules.criteria_files import load_payer
@@ -302,9 +302,9 @@ def parse_request(body: Any, service: Service) -> CdsRequest:
         raise CdsRequestError("context.draftOrders must be a Bundle", where="context.draftOrders")
     server = body.get("fhirServer")
     if server is not None:
-        parts = urlsplit(server) if isinstance(server, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-            raise CdsRequestError("'fhirServer' is not an absolute http(s) URL", where="fhirServer")
+        problem = http_url_problem(server)
+        if problem is not None:
+            raise CdsRequestError(f"'fhirServer' is not an absolute http(s) URL ({problem})", where="fhirServer")
     auth = body.get("fhirAuthorization")
     token: str | None = None
     if auth is not None:
@@ -362,6 +362,22 @@ class PrefetchRead:
     load: LoadResult
     satisfied: set[str] = field(default_factory=set)
     notes: list[Finding] = field(default_factory=list)
+    partial: set[str] = field(default_factory=set)  # keys whose Bundle had entries that were skipped
+
+
+# Notes that say a query's data is FHIR R5 (their `data["query"]` names the prefetch key or query label).
+R5_NOTES = frozenset({"data-quality.prefetch-r5", "data-quality.fhir-r5"})
+R5_MESSAGE = "FHIR R5 data, which ptguard does not read (it reads FHIR R4 only)"
+_MAX_ENTRY_NOTES = 3
+
+
+def _r5_note(ident: str, query: str, message: str, where: str) -> Finding:
+    return replace(data_quality(ident, message, where, severity="warning"), data={"query": query})
+
+
+def r5_queries(notes: Iterable[Finding]) -> set[str]:
+    """The prefetch keys / chart query labels whose data was FHIR R5."""
+    return {str(n.data.get("query")) for n in notes if n.id in R5_NOTES}
 
 
 def read_prefetch(request: CdsRequest) -> PrefetchRead:
@@ -369,8 +385,10 @@ def read_prefetch(request: CdsRequest) -> PrefetchRead:
 
     `null` means "no such data" for a search, so its key is satisfied; for a read (Patient, Encounter) the
     service still tries to fetch it. An empty Bundle satisfies its key (nothing to find). An OperationOutcome
-    (in place of the value or as the only entry of a Bundle) or a value that is not FHIR leaves the key
-    unsatisfied, so it is fetched from `fhirServer`.
+    (in place of the value or as the only entry of a Bundle), a value that is not FHIR, FHIR R5, or a Bundle
+    none of whose entries can be used (`entry` not a list, entries that are not resources or are R5) leaves
+    the key unsatisfied, so it is fetched from `fhirServer`, with a note. Unusable entries of a Bundle that
+    has usable ones are skipped with a note each; the key is satisfied but marked partial.
     """
     out = PrefetchRead(LoadResult(source="prefetch"))
     for key, value in request.prefetch.items():
@@ -405,14 +423,52 @@ def read_prefetch(request: CdsRequest) -> PrefetchRead:
                 continue
         try:
             loaded = load_json_value(value, where)
-        except (InputError, UnsupportedVersionError) as exc:
+        except UnsupportedVersionError:
+            out.notes.append(_r5_note("prefetch-r5", key, f"{where}: {R5_MESSAGE}; fetched instead", where))
+            continue
+        except InputError as exc:
             out.notes.append(data_quality("prefetch-unreadable", f"{where}: {exc.message}", where))
             continue
-        for res, url in zip(loaded.resources, loaded.full_urls, strict=False):
-            if res.get("resourceType") != "OperationOutcome":
-                out.load.add(res, url)
-        out.load.findings.extend(loaded.findings)
+        usable = [
+            (res, url)
+            for res, url in zip(loaded.resources, loaded.full_urls, strict=False)
+            if res.get("resourceType") != "OperationOutcome"
+        ]
+        skipped = [f for f in loaded.findings if f.id in SKIPPED_ENTRY_FINDINGS]
+        if skipped and not usable:
+            first = skipped[0]
+            if all(f.id == "data-quality.r5-resource" for f in skipped):
+                out.notes.append(_r5_note("prefetch-r5", key, f"{where}: {R5_MESSAGE}; fetched instead", where))
+            else:
+                out.notes.append(
+                    data_quality(
+                        "prefetch-unusable",
+                        f"{_located(first)}: {first.message.removesuffix('; skipped').removesuffix('; nothing read')}"
+                        "; nothing usable, fetched instead",
+                        where,
+                        severity="warning",
+                    )
+                )
+            continue
+        for res, url in usable:
+            out.load.add(res, url)
+        out.load.findings.extend(f for f in loaded.findings if f.id not in SKIPPED_ENTRY_FINDINGS)
         out.satisfied.add(key)
+        if skipped:
+            out.partial.add(key)
+            for f in skipped[:_MAX_ENTRY_NOTES]:
+                out.notes.append(
+                    data_quality("prefetch-bad-entry", f"{_located(f)}: {f.message}", where, severity="warning")
+                )
+            if len(skipped) > _MAX_ENTRY_NOTES:
+                out.notes.append(
+                    data_quality(
+                        "prefetch-bad-entry",
+                        f"{where}: {len(skipped) - _MAX_ENTRY_NOTES} more unusable entries skipped",
+                        where,
+                        severity="warning",
+                    )
+                )
     context = request.context
     for key in ("draftOrders", "selections_bundle"):
         if isinstance(context.get(key), dict):
@@ -435,6 +491,11 @@ def read_prefetch(request: CdsRequest) -> PrefetchRead:
             note["subject"] = {"reference": f"Patient/{request.patient_id}"}
         out.load.add(note, None)
     return out
+
+
+def _located(finding: Finding) -> str:
+    """Where a loader finding points (`prefetch.procedures entry[2]`)."""
+    return finding.evidence[0].reference if finding.evidence else "prefetch"
 
 
 # ---------------------------------------------------------------------------------------------- the check
@@ -549,14 +610,23 @@ def gather(
     # A failed read of a reference the prefetch named is not worth a note of its own; failed chart queries are.
     # The caller sees one generic text per failed query: why it failed (refused, timed out, 403, 404, the server's
     # diagnostics) would make ptguard an oracle for probing hosts; the kind of failure goes to the log only.
+    # FHIR R5 data is no failure of the server: the caller is told so (a read's R5 answer fails the query; R5 entries
+    # of a search are skipped, the rest kept).
     for f in fetched.findings:
         label = f.message.partition(":")[0]
         log.warning(
-            "CDS fetch of %s from fhirServer failed (%s)",
+            "CDS fetch of %s from fhirServer %s (%s)",
             "a reference" if label.startswith("reference ") else label,
+            "skipped resources" if f.id == "data-quality.fhir-skipped" else "failed",
             f.id,
         )
-        if not label.startswith("reference "):
+        if label.startswith("reference "):
+            continue
+        if f.id == "data-quality.fhir-r5":
+            notes.append(_r5_note("fhir-r5", label, f"{label}: the FHIR server sent {R5_MESSAGE}", "fhirServer"))
+        elif f.id == "data-quality.fhir-skipped":
+            notes.append(data_quality("fhir-skipped", f.message, "fhirServer", severity="warning"))
+        else:
             notes.append(
                 data_quality(
                     "fhir-unavailable",
@@ -565,8 +635,8 @@ def gather(
                     severity=f.severity,
                 )
             )
-    complete = fetched.complete and not any(f.severity == "warning" for f in fetched.findings)
-    failed = {f.message.partition(":")[0] for f in fetched.findings}
+    complete = fetched.complete and not fetched.findings
+    failed = {f.message.partition(":")[0] for f in fetched.findings if f.id != "data-quality.fhir-skipped"}
     unavailable = failed & set(labels)
     if any(label.startswith("reference ") for label in failed) or (refs and not fetched.complete):
         unavailable.add("references")
@@ -649,7 +719,7 @@ def _signing(
         request, queries, read, deadline=deadline, client_factory=client_factory, extra=extra
     )
     result.notes.extend(notes)
-    result.complete = complete
+    result.complete = complete and not read.partial
     result.unavailable = unavailable
     builder = ChartBuilder(load, payer_map=payer_map, validate_limit=None if validate else 0)
     encounter: Resource | None
@@ -659,6 +729,10 @@ def _signing(
             None,
         )
         if encounter is None:
+            if "encounter" in r5_queries(result.notes):
+                raise RequiredDataUnavailableError(
+                    f"the encounter in context is {R5_MESSAGE}", where="context.encounterId"
+                )
             raise RequiredDataUnavailableError(
                 "the encounter in context is neither in the prefetch nor readable from fhirServer",
                 where="context.encounterId",
@@ -764,7 +838,7 @@ def _denials(
         request, queries, read, deadline=deadline, client_factory=client_factory
     )
     result.notes.extend(notes)
-    result.complete = complete
+    result.complete = complete and not read.partial
     builder = ChartBuilder(load, payer_map=payer_map)
     ix: ResourceIndex = builder.index
     therapy = builder.therapy_codes

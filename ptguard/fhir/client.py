@@ -66,9 +66,10 @@ class FhirClient:
         deadline: float | None = None,
     ) -> None:
         base = base_url.strip()
+        problem = http_url_problem(base)
+        if problem is not None:
+            raise InputError(f"FHIR base URL {base_url!r}: {problem}")
         parts = urlsplit(base)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InputError(f"FHIR base URL must be an absolute http(s) URL, got {base_url!r}")
         self.base_url = base.rstrip("/")
         self._origin = (parts.scheme, parts.netloc.lower())
         self._token = token or None
@@ -251,7 +252,7 @@ class FhirClient:
         headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
         url = self._url(path)
-        log_path = urlsplit(url).path
+        log_path = _log_label(path, resource_type)
         data = orjson.dumps(body) if body is not None else None
         attempts = 1 + (self.retries if method == "GET" else 0)
         deadline = time.monotonic() + self.total_timeout
@@ -362,10 +363,50 @@ class FhirClient:
 # ---------------------------------------------------------------------- helpers
 
 
-def _log(method: str, path: str, status: str, started: float) -> None:
+def http_url_problem(url: object) -> str | None:
+    """Why `url` is not an absolute http(s) URL this client can request (None when it is one).
+
+    Unparsable URLs (a bracket left open, a port that is no number or out of range, an invalid host character,
+    no host) are problems, never exceptions; whitespace and control characters anywhere are refused too, since
+    parsers silently drop or escape them.
+    """
+    if not isinstance(url, str) or not url:
+        return "not a URL"
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return "contains whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number or out of range
+    except ValueError:
+        return "cannot be parsed as a URL"
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return "not an absolute http(s) URL"
+    if not parts.hostname:
+        return "has no host"
+    try:
+        requests.models.PreparedRequest().prepare_url(url, None)
+    except requests.exceptions.RequestException:
+        return "cannot be parsed as a URL"
+    return None
+
+
+def _log_label(path: str, resource_type: str) -> str:
+    """What a log line names of a request: the interaction's shape (`Patient/{id}`, `Procedure`), never ids, search
+    values, the host or the query string, which may be PHI."""
+    if path.startswith(("http://", "https://")):
+        return f"{resource_type} (link)"  # a next page or a Location: its URL may carry ids and search values
+    segments = [s for s in path.split("?", 1)[0].split("/") if s]
+    if not segments:
+        return "[base]"
+    head, rest = segments[0], segments[1:]
+    shown = [s if s.startswith(("_", "$")) else "{id}" for s in rest]
+    return "/".join([head if _TYPE_RE.fullmatch(head) or head == "metadata" else "{path}", *shown])
+
+
+def _log(method: str, label: str, status: str, started: float) -> None:
     elapsed_ms = (time.monotonic() - started) * 1000
     level = logging.DEBUG if status.isdigit() and int(status) < 400 else logging.WARNING
-    logger.log(level, "%s %s %s %.0f ms", method, path, status, elapsed_ms)
+    logger.log(level, "%s %s %s %.0f ms", method, label, status, elapsed_ms)
 
 
 def _parse_retry_after(value: str) -> float | None:

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from ptguard.errors import FhirServerError, InputError, NotFoundError
+from ptguard.errors import FhirServerError, InputError, NotFoundError, UnsupportedVersionError
 from ptguard.fhir.client import FhirClient
-from ptguard.fhir.load import LoadResult, Resource
+from ptguard.fhir.load import LoadResult, Resource, r5_reason
 from ptguard.fhir.refs import ref_string, walk
 from ptguard.findings import Finding, data_quality
 
@@ -74,17 +74,37 @@ def patient_queries(patient_id: str) -> list[Query]:
     ]
 
 
-def _run(client: FhirClient, query: Query) -> list[Resource]:
+def _run(client: FhirClient, query: Query) -> tuple[list[Resource], list[str]]:
+    """The query's usable resources and why others were skipped; UnsupportedVersionError when none is usable."""
     _label, target, params = query
     if params is None:
         rtype, _, rid = target.partition("/")
-        return [client.read(rtype, rid)]
-    return client.search(target, params, max_pages=5)
+        found = [client.read(rtype, rid)]
+    else:
+        found = client.search(target, params, max_pages=5)
+    usable: list[Resource] = []
+    skipped: list[str] = []
+    r5: list[str] = []
+    for res in found:
+        if not isinstance(res.get("resourceType"), str):
+            skipped.append("a resource has no resourceType")
+        elif (reason := r5_reason(res)) is not None:
+            r5.append(reason)
+            skipped.append(f"{reason}; ptguard reads FHIR R4 only")
+        else:
+            usable.append(res)
+    if skipped and not usable:
+        if r5:
+            raise UnsupportedVersionError(f"{r5[0]}; ptguard reads FHIR R4 only")
+        raise InputError("the answer holds no FHIR resource")
+    return usable, skipped
 
 
 def _describe(exc: BaseException, label: str) -> tuple[str, str]:
     if isinstance(exc, NotFoundError):
         return "fhir-not-found", f"{label}: not found on the FHIR server"
+    if isinstance(exc, UnsupportedVersionError):
+        return "fhir-r5", f"{label}: {exc.one_line()}"
     if isinstance(exc, FhirServerError):
         status = getattr(exc, "status", None)
         if status in (401, 403):
@@ -136,7 +156,9 @@ def fetch(
         rounds: list[list[Query]] = [list(queries)]
         while rounds:
             batch = rounds.pop(0)
-            futures: dict[Future[list[Resource]], Query] = {pool.submit(_run, client, q): q for q in batch}
+            futures: dict[Future[tuple[list[Resource], list[str]]], Query] = {
+                pool.submit(_run, client, q): q for q in batch
+            }
             pending = set(futures)
             while pending:
                 timeout = None if deadline is None else max(0.0, deadline - clock())
@@ -154,7 +176,16 @@ def fetch(
                 for fut in done:
                     label = futures[fut][0]
                     try:
-                        add(fut.result())
+                        usable, skipped = fut.result()
+                        add(usable)
+                        if skipped:
+                            result.findings.append(
+                                data_quality(
+                                    "fhir-skipped",
+                                    f"{label}: {len(skipped)} resource(s) skipped ({skipped[0]})",
+                                    client.base_url,
+                                )
+                            )
                     except Exception as exc:
                         ident, message = _describe(exc, label)
                         result.findings.append(data_quality(ident, message, client.base_url, severity="warning"))

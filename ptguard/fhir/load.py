@@ -50,6 +50,14 @@ _R5_FIELDS: dict[str, frozenset[str]] = {
     "ClaimResponse": frozenset({"traceNumber", "decision", "diagnosisRelatedGroup", "event"}),
     "DocumentReference": frozenset({"attester", "bodySite", "modality", "version", "basedOn"}),
 }
+# Code values that R5 introduced for elements R4 also has (R4 Encounter.status says "finished", R5 "completed").
+_R5_CODES: dict[str, dict[str, frozenset[str]]] = {
+    "Encounter": {"status": frozenset({"completed", "discharged", "on-hold", "discontinued"})},
+}
+# Findings of a Bundle's entries that could not be used (skipped), as opposed to notes about usable data.
+SKIPPED_ENTRY_FINDINGS = frozenset(
+    {"data-quality.bad-bundle", "data-quality.bad-entry", "data-quality.not-a-resource", "data-quality.r5-resource"}
+)
 
 
 @dataclass
@@ -152,6 +160,10 @@ def r5_reason(resource: Resource) -> str | None:
     present = sorted(r5_fields.intersection(resource))
     if rtype == "Encounter" and isinstance(resource.get("class"), list):
         present.append("class (a list)")
+    for element, values in _R5_CODES.get(str(rtype), {}).items():
+        value = resource.get(element)
+        if isinstance(value, str) and value in values:
+            present.append(f"{element} {value!r} (an R5 code)")
     if present:
         return f"{rtype} has R5-only element(s) {', '.join(present)}"
     return None
@@ -372,4 +384,13 @@ def load_many(paths: Iterable[str | Path]) -> LoadResult:
     return merged
 
 
-__all__ = ["LoadResult", "Resource", "load_bytes", "load_json_value", "load_many", "load_path", "r5_reason"]
+__all__ = [
+    "SKIPPED_ENTRY_FINDINGS",
+    "LoadResult",
+    "Resource",
+    "load_bytes",
+    "load_json_value",
+    "load_many",
+    "load_path",
+    "r5_reason",
+]
