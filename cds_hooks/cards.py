@@ -140,7 +140,10 @@ def _detail(finding: Finding, criterion: Criterion | None, payer_name: str, poli
     lines.append(f"**Why it matters:** {payer_name} expects this ({cite.label()}): {why}")
     quotes = [e for e in finding.evidence if e.text][:3]
     if quotes:
-        lines.append("**From the chart:**\n" + "\n".join(f"- {e.reference}: “{e.text}”" for e in quotes))
+        lines.append(
+            "**From the chart:**\n"
+            + "\n".join(f"- {e.reference}: “{e.text}”" if e.is_quote else f"- {e.reference}: {e.text}" for e in quotes)
+        )
     if fix:
         lines.append(f"**Fix:** {fix}")
     if example:

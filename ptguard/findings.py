@@ -10,12 +10,23 @@ Severity = Literal["info", "warning", "critical"]
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
 
 
+# Evidence texts that describe what was done with a resource rather than quote it.
+SEARCHED = "searched; nothing matched"
+NOTE_PRESENT = "note text"
+NOT_QUOTES = frozenset({SEARCHED, NOTE_PRESENT})
+
+
 @dataclass(frozen=True)
 class Evidence:
     """A piece of the chart a finding rests on: the resource and the words or values quoted from it."""
 
     reference: str
     text: str
+
+    @property
+    def is_quote(self) -> bool:
+        """False for the placeholders that say a resource was searched or present, which quote nothing from it."""
+        return self.text not in NOT_QUOTES
 
     def to_dict(self) -> dict[str, str]:
         return {"reference": self.reference, "text": self.text}

@@ -123,7 +123,6 @@ QUOTE_FAMILIES: dict[str, tuple[str, ...]] = {
     "equipment": ("note.equipment-setup",),
 }
 METHOD_WORDS = {"cms": "CMS total-time method, the 8-minute rule", "per-code": "each code counted on its own"}
-_PLACEHOLDER = {"note text", "searched; nothing matched"}
 
 
 @dataclass
@@ -164,7 +163,7 @@ def _quotes(evaluation: Evaluation, note_refs: set[str]) -> dict[str, list[Fact]
 
 
 def _usable(ev: Evidence, note_refs: set[str]) -> bool:
-    return ev.reference in note_refs and ev.text not in _PLACEHOLDER and len(ev.text) > 20
+    return ev.reference in note_refs and ev.is_quote and len(ev.text) > 20
 
 
 _BLOCK = re.compile(r"\b(\d{1,2}:\d{2})\s*(?:to|-|–)\s*(\d{1,2}:\d{2})\b")

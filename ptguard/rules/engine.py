@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from ptguard.chart import TherapyVisit
-from ptguard.findings import Citation, Evidence, Finding, Severity, Status, data_quality, sort_findings
+from ptguard.findings import (
+    NOTE_PRESENT,
+    SEARCHED,
+    Citation,
+    Evidence,
+    Finding,
+    Severity,
+    Status,
+    data_quality,
+    sort_findings,
+)
 from ptguard.rules import narrative
 from ptguard.rules.criteria_files import DEFAULT_CRITERIA_DIR, Criterion, PayerCriteria, known_payer, load_payer
 from ptguard.rules.tables import effective_row, effective_rows, table
@@ -143,7 +153,7 @@ def check_narrative(ctx: Context, crit: Criterion) -> Finding | None:
         return _finding(crit, "met", f"Found: “{narrative.quote(found[0].text)}”", evidence)
     pattern = narrative.patterns()[element]
     refs = sorted({s.reference for s in ctx.sentences})
-    searched = [Evidence(r, "searched; nothing matched") for r in refs]
+    searched = [Evidence(r, SEARCHED) for r in refs]
     if element == "dynamic-functional":
         exercise = narrative.exercise_sentences(ctx.sentences)
         if exercise:
@@ -162,7 +172,7 @@ def check_note_present(ctx: Context, crit: Criterion) -> Finding | None:
         return None
     if ctx.sentences:
         refs = sorted({s.reference for s in ctx.sentences})
-        return _finding(crit, "met", f"Note text found in {', '.join(refs)}.", [Evidence(r, "note text") for r in refs])
+        return _finding(crit, "met", f"Note text found in {', '.join(refs)}.", [Evidence(r, NOTE_PRESENT) for r in refs])
     return _finding(
         crit, "missing", "No note text is linked to this visit, so none of the documentation elements can be shown.", ()
     )
