@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
+import errno
 import json
 import sys
 import threading
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ptguard.errors import PtguardError
+from ptguard.serving import PortInUseError, check_port_free, port_in_use_message, stop_signals
 from sandbox.fhir_server import DEFAULT_BASE_PATH, FhirServerProcess
 
 
@@ -47,24 +48,26 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_fhir(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Run the FHIR server in the foreground; Ctrl-C stops it. Returns an exit code."""
+    """Run the FHIR server in the foreground; Ctrl-C or SIGTERM stops it. Returns an exit code."""
     server = FhirServerProcess(port=args.port, base_path=args.base, log_path=args.log, require_token=args.require_token)
-    try:
-        base = server.start()
-    except PtguardError as exc:
-        print(f"ptguard sandbox fhir: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
-    print(f"FHIR server ready at {base} (started in {server.startup_seconds or 0:.2f} s)", flush=True)
-    print(f"request log: {server.log_path}; press Ctrl-C to stop", flush=True)
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
+    with stop_signals():
+        try:
+            try:
+                base = server.start()
+            except PtguardError as exc:
+                print(f"ptguard sandbox fhir: {exc.one_line()}", file=sys.stderr)
+                return exc.exit_code
+            print(f"FHIR server ready at {base} (started in {server.startup_seconds or 0:.2f} s)", flush=True)
+            kept = "" if args.log else " (removed when it stops; --log FILE keeps one)"
+            print(f"request log: {server.log_path}{kept}; press Ctrl-C to stop", flush=True)
             code = server.wait()
             if code:
                 print(f"FHIR server exited with code {code} (log: {server.log_path})", file=sys.stderr)
             return 1 if code else 0
-        return 0
-    finally:
-        server.stop()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            server.stop()
 
 
 def _switch_values(items: list[str]) -> dict[str, Any]:
@@ -98,18 +101,32 @@ def run_auth(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"ptguard sandbox auth: {exc}", file=sys.stderr)
         return 2
-    try:
-        server.start()
-    except OSError as exc:
-        print(f"ptguard sandbox auth: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        ready = {"ready": True, "url": server.url, "fhir_base": server.fhir_base, "protects": args.fhir}
-        out.write(json.dumps(ready) + "\n")
-        out.write(f"SMART authorization server at {server.url}; FHIR base (iss/aud) {server.fhir_base}; Ctrl-C stops\n")
-        out.flush()
-        with contextlib.suppress(KeyboardInterrupt):
+    with stop_signals():
+        try:
+            check_port_free(args.host, args.port)
+            server.start()
+        except PtguardError as exc:
+            print(f"ptguard sandbox auth: {exc.one_line()}", file=sys.stderr)
+            return exc.exit_code
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:  # taken between the check and the bind
+                print(f"ptguard sandbox auth: {port_in_use_message(args.host, args.port)}", file=sys.stderr)
+                return PortInUseError.exit_code
+            print(
+                f"ptguard sandbox auth: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 5
+        try:
+            ready = {"ready": True, "url": server.url, "fhir_base": server.fhir_base, "protects": args.fhir}
+            out.write(json.dumps(ready) + "\n")
+            out.write(
+                f"SMART authorization server at {server.url}; FHIR base (iss/aud) {server.fhir_base}; Ctrl-C stops\n"
+            )
+            out.flush()
             threading.Event().wait()
-        return 0
-    finally:
-        server.stop()
+            return 0
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            server.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import fcntl
 import importlib
 import json
 import logging
@@ -22,12 +24,15 @@ from typing import Any, TextIO
 
 import requests
 
-from ptguard.errors import PtguardError
+from ptguard.errors import ConfigError, PtguardError
+from ptguard.serving import PortInUseError, check_ports_free
 from sandbox.fhir_server import FhirServerProcess
 
 log = logging.getLogger("sandbox.demo")
 
 DEFAULT_VAR_DIR = Path("var/demo")
+LOCK_FILE = "demo.lock"  # flock'ed for the demo's lifetime; holds the pid of the demo that has it
+PORT_ROLES = ("the sandbox FHIR server", "the SMART authorization server", "the ptguard web app", "the EHR simulator")
 SIM_CLIENT_ID = "ehr-simulator"
 AUTH_FHIR_PATH = "/fhir/R4"  # the SMART authorization server's protected FHIR base path (its default)
 SIM_SCOPE = "user/*.rs"
@@ -63,6 +68,9 @@ class DemoStack:
 
     `port=0` picks free loopback ports; a base port gives FHIR = base, auth = base+1, ptguard = base+2,
     simulator = base+3.
+
+    The var dir is locked (`demo.lock`, flock) from start() to stop(), before anything in it is touched: a second
+    demo on the same folder gets a ConfigError and changes nothing there.
     """
 
     var_dir: Path = DEFAULT_VAR_DIR
@@ -82,6 +90,53 @@ class DemoStack:
     _servers: list[Any] = field(default_factory=list)
     _handlers: list[logging.Handler] = field(default_factory=list)
     _saved_levels: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    _lock_fd: int | None = None
+
+    def acquire(self) -> None:
+        """Lock the var dir for this demo (creating it and `demo.lock` if needed, nothing else); safe to call twice.
+
+        Raises ConfigError naming the other demo's pid when another demo holds the lock.
+        """
+        if self._lock_fd is not None:
+            return
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.var_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", errors="replace").strip()
+            os.close(fd)
+            pid = holder if holder.isdigit() else "unknown"
+            raise ConfigError(
+                f"another ptguard demo (pid {pid}) is using {self.var_dir}; stop it or give --var-dir DIR"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        """Unlock the var dir (the lock file stays: removing it would let two demos lock different files)."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def check_ports(self) -> None:
+        """A PortInUseError naming the first of PORT..PORT+3 that is taken (nothing to check with port 0)."""
+        if not self.port:
+            return
+        first = 1 if self.external_fhir else 0  # no FHIR server of ours with --fhir
+        check_ports_free(
+            self.host,
+            [
+                (self.port + k, f"{PORT_ROLES[k]}: --port {self.port}" + (f" + {k}" if k else ""))
+                for k in range(first, len(PORT_ROLES))
+            ],
+        )
 
     def _port(self, offset: int) -> int:
         return self.port + offset if self.port else 0
@@ -122,9 +177,10 @@ class DemoStack:
     def start(self) -> DemoUrls:
         """Bring everything up and wait until each part answers; `startup_seconds` says how long it took."""
         started = time.monotonic()
-        self.var_dir.mkdir(parents=True, exist_ok=True)
-        self._setup_logging()
+        self.acquire()
         try:
+            self.check_ports()
+            self._setup_logging()
             urls = self._start(started)
         except BaseException:
             self.stop()
@@ -259,6 +315,7 @@ class DemoStack:
             self.fhir.stop()
             self.fhir = None
         self._teardown_logging()
+        self.release()
 
     def __enter__(self) -> DemoStack:
         self.start()
@@ -413,14 +470,31 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler) if on_main else None
     try:
         try:
+            stack.acquire()  # before anything in the var dir is touched
+            stack.check_ports()
+        except PtguardError as exc:
+            print(f"ptguard demo: {exc.one_line()}", file=sys.stderr)
+            return exc.exit_code
+        try:
             urls = stack.start()
         except PtguardError as exc:
             print(f"ptguard demo: {exc.one_line()} (logs in {args.var_dir}/)", file=sys.stderr)
             return exc.exit_code
         except OSError as exc:
-            print(
-                f"ptguard demo: cannot start ({exc.strerror or type(exc).__name__}); is the port free?", file=sys.stderr
-            )
+            if exc.errno == errno.EADDRINUSE:  # taken between the check and the bind
+                if args.port:
+                    print(
+                        f"ptguard demo: one of ports {args.port}-{args.port + 3} on {args.host} was taken meanwhile;"
+                        " choose another with --port",
+                        file=sys.stderr,
+                    )
+                else:
+                    print("ptguard demo: a free port it picked was taken meanwhile; start it again", file=sys.stderr)
+                return PortInUseError.exit_code
+            if isinstance(exc.filename, str):
+                print(f"ptguard demo: cannot read or write {exc.filename} ({exc.strerror})", file=sys.stderr)
+                return 74
+            print(f"ptguard demo: cannot start ({exc.strerror or type(exc).__name__})", file=sys.stderr)
             return 1
         out.write(f"ptguard demo ready in {stack.startup_seconds or 0:.1f} s — open {urls.simulator}\n")
         out.write(f"  logs and URLs: {args.var_dir}/ (demo.json); Ctrl-C stops everything\n")

@@ -16,7 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from ptguard.errors import ConfigError, FhirServerError
+from ptguard.errors import ConfigError, FhirServerError, PtguardError
+from ptguard.serving import PortInUseError, check_port_free, port_in_use_message
 
 SERVER_DIR = Path(__file__).resolve().parent / "fhir-server"
 SERVER_SCRIPT = SERVER_DIR / "server.mjs"
@@ -49,7 +50,9 @@ class FhirServerProcess:
     """The sandbox FHIR server as a child process; use as a context manager or call start()/stop().
 
     `base_url` is known after start(). Logs (method, path, status per request; never bodies) go to
-    `log_path`. The child also exits when our end of its stdin closes, so it cannot outlive us.
+    `log_path`; without one, to a temporary file that a clean stop() removes (it stays when the server failed
+    or died on its own, since the error names it). The child also exits when our end of its stdin closes, so it
+    cannot outlive us. A port that is taken is a PortInUseError (exit 5) before Node is started.
     """
 
     def __init__(
@@ -71,6 +74,8 @@ class FhirServerProcess:
         self.startup_timeout = startup_timeout
         self.extra_env = dict(env or {})
         self.server_dir = server_dir
+        self._temp_log = log_path is None
+        self._keep_log = False
         self.log_path = Path(log_path) if log_path is not None else self._temp_log_path()
         self.base_url: str | None = None
         self.startup_seconds: float | None = None
@@ -90,8 +95,13 @@ class FhirServerProcess:
         """Start the server, wait for its ready line and return the FHIR base URL."""
         if self._proc is not None:
             raise RuntimeError("the FHIR server is already started")
-        node = find_node()
-        check_installed(self.server_dir)
+        try:
+            node = find_node()
+            check_installed(self.server_dir)
+            check_port_free(self.host, self.port, "the sandbox FHIR server")
+        except BaseException:
+            self.stop()  # nothing started: an unused temporary log goes
+            raise
         env = {**os.environ, **self.extra_env, "FHIR_EXIT_ON_STDIN_CLOSE": "1"}
         env.pop("FHIR_REQUIRE_TOKEN", None)
         if self.require_token:
@@ -120,6 +130,7 @@ class FhirServerProcess:
             )
             ready = self._wait_ready(started)
         except BaseException:
+            self._keep_log = True  # the error names the log
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
@@ -160,7 +171,7 @@ class FhirServerProcess:
                 if isinstance(message, dict) and message.get("ready") is True:
                     return message
 
-    def _died(self) -> FhirServerError:
+    def _died(self) -> PtguardError:
         code = self._proc.returncode if self._proc is not None else None
         tail = ""
         with contextlib.suppress(OSError):
@@ -168,6 +179,8 @@ class FhirServerProcess:
                 self._log_file.flush()
             lines = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
             tail = lines[-1] if lines else ""
+        if "EADDRINUSE" in tail:  # taken between our check and Node's listen
+            return PortInUseError(port_in_use_message(self.host, self.port, "the sandbox FHIR server"))
         return FhirServerError(
             f"the sandbox FHIR server exited before it was ready (exit code {code}): {tail} (log: {self.log_path})"
         )
@@ -182,8 +195,13 @@ class FhirServerProcess:
                 pass
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server: close stdin, SIGTERM, wait, then SIGKILL. Safe to call twice."""
+        """Stop the server: close stdin, SIGTERM, wait, then SIGKILL. Safe to call twice.
+
+        A temporary log (no `log_path` given) is removed when the server was still running, i.e. a clean stop.
+        """
         proc = self._proc
+        if proc is not None and proc.poll() is not None:
+            self._keep_log = True  # it died on its own: its log says why
         if proc is not None:
             if proc.stdin is not None:
                 with contextlib.suppress(OSError):
@@ -204,6 +222,9 @@ class FhirServerProcess:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if self._temp_log and not self._keep_log:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink(missing_ok=True)
 
     @property
     def pid(self) -> int | None:

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from ptguard.errors import ConfigError
+
 log = logging.getLogger("ptguard.web")
 
 
@@ -42,12 +44,27 @@ def gunicorn_app(app: Any, options: dict[str, Any]) -> Any:
     return _App()
 
 
+GUNICORN_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def gunicorn_loglevel(environ: Mapping[str, str] | None = None) -> str:
+    """gunicorn's log level: PTGUARD_LOG_LEVEL when it names one, else `warning` (the servers' default)."""
+    env = os.environ if environ is None else environ
+    level = env.get("PTGUARD_LOG_LEVEL", "").strip().lower()
+    level = {"warn": "warning", "fatal": "critical"}.get(level, level)
+    return level if level in GUNICORN_LOG_LEVELS else "warning"
+
+
 def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
     """The gunicorn settings of `ptguard serve` (bench/hooks_bench.py serves with the same ones).
 
     The app is built once in the master before the fork (as `--preload` would), so the workers start warm.
+    No control socket (gunicorn 25+ would make one at $XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl,
+    the same path for every serve on the machine); settings this gunicorn does not know are skipped.
     """
     return {
+        "loglevel": gunicorn_loglevel(),
+        "control_socket_disable": True,
         "bind": f"{host}:{port}",
         "workers": workers,
         "worker_class": "gthread",
@@ -89,8 +106,42 @@ def quiet_handler() -> Any:
     return QuietHandler
 
 
+def _env_int(name: str, default: int, *, low: int, high: int, what: str) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw[:20]!r} is not {what}")
+    return value
+
+
+def resolve_settings(args: argparse.Namespace) -> None:
+    """Fill --port, --workers and --threads from PTGUARD_PORT / PTGUARD_WORKERS / PTGUARD_THREADS when not given.
+
+    Read here, when `serve` runs, not while the CLI is built: a bad value must not break the other commands.
+    """
+    if args.port is None:
+        args.port = _env_int("PTGUARD_PORT", 8000, low=0, high=65535, what="a port number (0-65535)")
+    if args.workers is None:
+        args.workers = _env_int("PTGUARD_WORKERS", 2, low=1, high=1024, what="a number of workers (1 or more)")
+    if args.threads is None:
+        args.threads = _env_int("PTGUARD_THREADS", 4, low=1, high=1024, what="a number of threads (1 or more)")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port} is not a port number (0-65535)")
+    if args.workers < 1 or args.threads < 1:
+        raise ConfigError("--workers and --threads must be 1 or more")
+
+
 def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Handler of `ptguard serve`."""
+    from ptguard.serving import check_port_free, stop_signals
+
+    resolve_settings(args)
+    check_port_free(args.host, args.port)  # before building the app: one line and exit 5, not gunicorn's retries
     from webapp import create_app
 
     for warning in startup_warnings(args.host):
@@ -98,7 +149,10 @@ def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
         (out or sys.stderr).write("WARNING: " + warning + "\n")
     app = create_app()
     if args.dev:
-        app.run(host=args.host, port=args.port, debug=False, use_reloader=False, request_handler=quiet_handler())
+        # werkzeug stops on KeyboardInterrupt; make Ctrl-C work even when started from a background shell
+        # (SIGINT ignored) and SIGTERM a clean stop too.
+        with stop_signals():
+            app.run(host=args.host, port=args.port, debug=False, use_reloader=False, request_handler=quiet_handler())
         return 0
     gunicorn_app(app, gunicorn_options(args.host, args.port, args.workers, args.threads)).run()
     return 0
@@ -110,9 +164,13 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         "serve", help="serve the CDS Hooks service and the SMART app (gunicorn)"
     )
     parser.add_argument("--host", default=os.environ.get("PTGUARD_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PTGUARD_PORT", "8000")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("PTGUARD_WORKERS", "2")))
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("PTGUARD_THREADS", "4")))
+    parser.add_argument("--port", type=int, default=None, help="port (default: $PTGUARD_PORT, else 8000)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="gunicorn workers (default: $PTGUARD_WORKERS, else 2)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads per worker (default: $PTGUARD_THREADS, else 4)"
+    )
     parser.add_argument("--dev", action="store_true", help="werkzeug's development server instead of gunicorn")
     handler: Callable[[argparse.Namespace, TextIO | None], int] = run_serve
     parser.set_defaults(func=handler)

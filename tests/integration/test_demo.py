@@ -207,3 +207,73 @@ def test_demo_against_an_external_fhir_server_signs_a_note(tmp_path: Path) -> No
                 assert answer.status_code == 200 and "/calls/" in answer.url
                 assert 'data-indicator="critical"' in answer.text, answer.text
         assert external.running  # the demo never stops a server it did not start
+
+
+# ---------------------------------------------------------------------------------------------- one demo per var dir
+
+
+def _snapshot(var_dir: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file of the var dir but the logs: inode, mtime and bytes."""
+    out: dict[str, tuple[int, int, bytes]] = {}
+    for p in sorted(var_dir.iterdir()):
+        if p.is_file() and p.suffix != ".log":
+            st = p.stat()
+            out[p.name] = (st.st_ino, st.st_mtime_ns, p.read_bytes())
+    return out
+
+
+def test_a_second_demo_on_the_same_var_dir_refuses_and_touches_nothing(tmp_path: Path) -> None:
+    proc, ready, _lines = _start(tmp_path)
+    try:
+        before = _snapshot(tmp_path)
+        assert {"smart-issuers.json", "cds-issuers.json", "ptguard.sqlite3", "demo.lock"} <= set(before)
+        time.sleep(0.05)  # a rewrite would show in mtime_ns
+        second = subprocess.run(
+            [sys.executable, "-m", "ptguard.cli", "demo", "--var-dir", str(tmp_path), "--port", "0"],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 5, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert lines == [
+            f"ptguard demo: another ptguard demo (pid {proc.pid}) is using {tmp_path}; stop it or give --var-dir DIR"
+        ], second.stderr
+        assert "ready" not in second.stdout
+        assert _snapshot(tmp_path) == before
+        # the first demo still trusts its own EHR: its issuer files and store are the ones it wrote
+        smart = json.loads((tmp_path / "smart-issuers.json").read_text())
+        info = json.loads((tmp_path / "demo.json").read_text())
+        assert smart["issuers"][0]["fhir_base"] == info["auth_fhir_base"]
+        assert requests.get(ready.group(2), timeout=10).status_code == 200
+    finally:
+        rest = _stop(proc, signal.SIGINT)
+    assert proc.returncode == 0, rest
+    # once the first has stopped, the folder is free again
+    from sandbox.demo import DemoStack
+
+    stack = DemoStack(var_dir=tmp_path)
+    stack.acquire()
+    stack.release()
+
+
+def test_demo_lock_in_process_refuses_a_second_stack_before_touching_anything(tmp_path: Path) -> None:
+    from ptguard.errors import ConfigError
+    from sandbox.demo import DemoStack
+
+    var_dir = tmp_path / "demo"
+    first = DemoStack(var_dir=var_dir)
+    first.acquire()
+    try:
+        (var_dir / "smart-issuers.json").write_text("mine\n")
+        second = DemoStack(var_dir=var_dir)
+        with pytest.raises(ConfigError, match=rf"another ptguard demo \(pid {os.getpid()}\) is using {var_dir}"):
+            second.start()
+        assert sorted(p.name for p in var_dir.iterdir()) == ["demo.lock", "smart-issuers.json"]
+        assert (var_dir / "smart-issuers.json").read_text() == "mine\n"
+    finally:
+        first.release()
+    second.acquire()  # free once released
+    second.release()

@@ -17,6 +17,7 @@ import requests
 from ptguard.errors import FhirServerError, NotFoundError
 from ptguard.fhir.client import FhirClient
 from ptguard.fixtures_load import load_fixtures
+from ptguard.serving import PortInUseError
 from sandbox.fhir_server import FhirServerProcess
 
 pytestmark = pytest.mark.integration
@@ -311,9 +312,14 @@ def test_required_token_and_clean_stop(tmp_path: Path) -> None:
 
 def test_port_in_use_is_a_clear_error(fhir_server_process: FhirServerProcess, tmp_path: Path) -> None:
     server = FhirServerProcess(port=fhir_server_process.port, log_path=tmp_path / "log", startup_timeout=10)
-    with pytest.raises(FhirServerError, match="exited before it was ready"):
+    port = fhir_server_process.port
+    with pytest.raises(PortInUseError) as info:  # checked before Node starts: a setting error, exit 5
         server.start()
-    assert not server.running
+    assert str(info.value) == (
+        f"port {port} on 127.0.0.1 (the sandbox FHIR server) is already in use; choose another with --port"
+    )
+    assert info.value.exit_code == 5
+    assert not server.running and server.pid is None
 
 
 # ------------------------------------------------------------------ fixture loader
