@@ -26,6 +26,7 @@ from ptguard.remit.matching import claim_id_systems
 from ptguard.remit.watch import MAX_FILE_BYTES, PROCESSED, QUARANTINE, scan_once
 from ptguard.remit.worklist import STATUSES, list_work_items
 from ptguard.rules.criteria_files import require_payer
+from ptguard.serving import stop_signals
 
 TOKEN_ENV = "PTGUARD_FHIR_TOKEN"  # noqa: S105 - the variable name, not a secret
 _SKIP_DIRS = frozenset({PROCESSED, QUARANTINE})
@@ -177,12 +178,13 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
         out.flush()
 
     try:
-        while True:
-            scan_once(folder, db_url=settings.database_url, fhir=client, index=index, today=_today(),
-                      claim_id_systems=systems, report=report, settle_seconds=args.settle)
-            if args.once:
-                return 0
-            time.sleep(args.interval)
+        with stop_signals():  # Ctrl-C (even when a background shell ignores it) and SIGTERM stop the watch: exit 130
+            while True:
+                scan_once(folder, db_url=settings.database_url, fhir=client, index=index, today=_today(),
+                          claim_id_systems=systems, report=report, settle_seconds=args.settle)
+                if args.once:
+                    return 0
+                time.sleep(args.interval)
     finally:
         if client is not None:
             client.close()
