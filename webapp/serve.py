@@ -140,7 +140,10 @@ def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Handler of `ptguard serve`."""
     from ptguard.serving import check_port_free, stop_signals
 
+    from ptguard.denials.deadlines import configured_contract
+
     resolve_settings(args)
+    configured_contract()  # a bad PTGUARD_CONTRACT_DEADLINES stops the start (exit 5), not each deadline later
     check_port_free(args.host, args.port)  # before building the app: one line and exit 5, not gunicorn's retries
     from webapp import create_app
 

@@ -168,3 +168,11 @@ def test_bad_contract_file_is_a_setting_error(
 def test_notice_date_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["--payer-type", "medicare", "--notice-date", "9999-12-31"], capsys)
     assert code == 2 and out == "" and "out of range" in err
+
+
+def test_serve_refuses_to_start_with_a_bad_contract_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PTGUARD_CONTRACT_DEADLINES", str(tmp_path / "missing.yaml"))
+    assert main(["serve", "--port", "0"], out=io.StringIO()) == 5
+    assert "PTGUARD_CONTRACT_DEADLINES" in capsys.readouterr().err
