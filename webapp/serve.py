@@ -138,9 +138,8 @@ def resolve_settings(args: argparse.Namespace) -> None:
 
 def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Handler of `ptguard serve`."""
-    from ptguard.serving import check_port_free, stop_signals
-
     from ptguard.denials.deadlines import configured_contract
+    from ptguard.serving import check_port_free, stop_signals
 
     resolve_settings(args)
     configured_contract()  # a bad PTGUARD_CONTRACT_DEADLINES stops the start (exit 5), not each deadline later
