@@ -279,6 +279,10 @@ class DemoStack:
             if not report.ok:
                 failed = [f.path.name for f in report.files if not f.ok]
                 raise PtguardError(f"fixtures failed to load: {', '.join(failed)} (see {self.var_dir}/*.log)")
+            t = time.monotonic()
+            listed = _list_denials(fhir_url, db_url, auth_fhir_base)
+            self._mark("worklist", t)
+            log.info("worklist: %d denied line(s) from the FHIR server's ClaimResponses", listed)
 
         t = time.monotonic()
         auth = SmartAuthServer(
@@ -358,6 +362,19 @@ def _load_fixtures(fhir_url: str, directory: Path | None) -> Any:
 
     with FhirClient(fhir_url, timeout=30.0) as client:
         return load_fixtures(client, directory or default_fixture_dir())
+
+
+def _list_denials(fhir_url: str, db_url: str, session_base: str) -> int:
+    """The fixture denials onto the demo's worklist, recorded under the FHIR base the SMART app's sessions use."""
+    from datetime import datetime
+
+    from ptguard.fhir.client import FhirClient
+    from ptguard.remit.native import sync_from_server
+
+    with FhirClient(fhir_url, timeout=30.0) as client:
+        results = sync_from_server(client, db_url=db_url, today=datetime.now().astimezone().date(),
+                                   fhir_server=session_base)
+    return sum(r.work_items_created + r.work_items_existing for r in results)
 
 
 def _wait_healthy(urls: list[str], timeout: float = 10.0) -> None:

@@ -551,12 +551,26 @@ def _next_step(denial: Denial, payer_id: str, case_views: list[cases.CaseView]) 
     return out
 
 
+def _list_on_worklist(cr: dict[str, Any], load: Any, fhir_base: str, payer_id: str | None) -> None:
+    """A native denial opened in the app goes on the worklist too (once; a failure here never blocks the view)."""
+    from ptguard.fhir.refs import ResourceIndex
+    from ptguard.remit.intake import ingest_claim_response
+
+    try:
+        index = ResourceIndex.from_load(load) if load is not None else None
+        ingest_claim_response(cr, db_url=_db(), today=_today(), index=index, fhir_server=fhir_base, payer_id=payer_id)
+    except PtguardError as exc:
+        log.warning("denial not put on the worklist (%s)", type(exc).__name__)
+
+
 @bp.get("/claim/<cr_id>")
 def claim(cr_id: str) -> str:
     """The denied claim: lines, codes in plain words, category, path and why, next step and deadline, advice."""
-    src, denial, notes, cr, _load = _load_source(cr_id)
+    src, denial, notes, cr, load = _load_source(cr_id)
     _sid, ts, _ = _current()
     payer_id = src.payer_id if src else "default-commercial"
+    if denial.denied:
+        _list_on_worklist(cr, load, ts.fhir_base, payer_id if src else None)
     case_views = cases.cases_for(_db(), denial.reference, scope=_scope(ts))
     step = _next_step(denial, payer_id, case_views)
     advice = None

@@ -21,7 +21,7 @@ from ptguard.fhir.client import FhirClient
 from ptguard.fhir.load import load_many
 from ptguard.fhir.refs import ResourceIndex
 from ptguard.remit.denial_output import describe_file
-from ptguard.remit.intake import ImportResult, import_835, import_exit_code
+from ptguard.remit.intake import ImportResult, IngestResult, import_835, import_exit_code
 from ptguard.remit.matching import claim_id_systems
 from ptguard.remit.watch import MAX_FILE_BYTES, PROCESSED, QUARANTINE, scan_once
 from ptguard.remit.worklist import STATUSES, list_work_items
@@ -215,6 +215,52 @@ def cmd_worklist(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _report_ingested(results: list[IngestResult], args: argparse.Namespace, out: TextIO) -> int:
+    created = sum(r.work_items_created for r in results)
+    existing = sum(r.work_items_existing for r in results)
+    if args.format == "json":
+        _dump({"claim_responses": len(results), "denied": sum(r.denied for r in results),
+               "work_items_created": created, "work_items_existing": existing,
+               "results": [{"reference": r.reference, "denied": r.denied, "work_items_created": r.work_items_created,
+                            "work_items_existing": r.work_items_existing, "item_ids": r.item_ids} for r in results]},
+              out)
+        return 0
+    for r in results:
+        what = (f"{r.work_items_created} new work item(s), {r.work_items_existing} already listed" if r.denied
+                else "not a therapy denial")
+        out.write(f"{r.reference}: {what}\n")
+    out.write(f"{len(results)} ClaimResponse(s): {created} work item(s) added, {existing} already on the worklist\n")
+    return 0
+
+
+def cmd_worklist_add(args: argparse.Namespace, out: TextIO) -> int:
+    from ptguard.check import load_inputs
+    from ptguard.remit.native import ingest_load
+
+    settings = load_settings()
+    configured_contract()
+    load = load_inputs(list(args.paths))
+    if not any(r.get("resourceType") in ("ClaimResponse", "ExplanationOfBenefit") for r in load.resources):
+        raise InputError("no ClaimResponse or ExplanationOfBenefit in the files", where=", ".join(args.paths))
+    for f in load.findings:
+        sys.stderr.write(f"ptguard: {f.message}\n")
+    results = ingest_load(load, db_url=settings.database_url, today=_today(), payer_map=settings.payer_map)
+    return _report_ingested(results, args, out)
+
+
+def cmd_worklist_sync(args: argparse.Namespace, out: TextIO) -> int:
+    from ptguard.remit.native import sync_from_server
+
+    settings = load_settings()
+    configured_contract()
+    client = _client(args)
+    assert client is not None  # --fhir is required
+    with client:
+        results = sync_from_server(client, db_url=settings.database_url, today=_today(), patient=args.patient,
+                                   payer_map=settings.payer_map)
+    return _report_ingested(results, args, out)
+
+
 def cmd_denial(args: argparse.Namespace, out: TextIO) -> int:
     configured_contract()
     if args.payer:
@@ -269,10 +315,24 @@ def add_cli(subparsers: Any) -> None:
     watch.add_argument("--once", action="store_true", help="scan once and exit")
     watch.set_defaults(func=cmd_watch)
 
-    wl = subparsers.add_parser("worklist", help="the denial worklist, sorted by days left")
+    wl = subparsers.add_parser(
+        "worklist",
+        help="the denial worklist, sorted by days left; `worklist add|sync` puts native ClaimResponses on it",
+    )
     wl.add_argument("--status", choices=[*STATUSES, "all"], default="open")
     wl.add_argument("--format", choices=["text", "json"], default="text")
     wl.set_defaults(func=cmd_worklist)
+    wl_commands = wl.add_subparsers(dest="worklist_command", metavar="[add|sync]")
+    add = wl_commands.add_parser("add", help="ClaimResponses/EOBs in FHIR files (the same files are the chart)")
+    add.add_argument("paths", nargs="+", metavar="FILE|DIR")
+    add.add_argument("--format", choices=["text", "json"], default="text")
+    add.set_defaults(func=cmd_worklist_add)
+    sync = wl_commands.add_parser("sync", help="every ClaimResponse on a FHIR server (or one patient's)")
+    sync.add_argument("--fhir", metavar="URL", required=True, help="FHIR R4 base")
+    sync.add_argument("--token", help=f"bearer token (default ${TOKEN_ENV})")
+    sync.add_argument("--patient", metavar="ID", help="only this patient's ClaimResponses")
+    sync.add_argument("--format", choices=["text", "json"], default="text")
+    sync.set_defaults(func=cmd_worklist_sync)
 
     den = subparsers.add_parser("denial", help="decode a ClaimResponse/EOB (or Bundle, or 835): lines, codes, path")
     den.add_argument("file", metavar="FILE")

@@ -95,4 +95,11 @@ def test_sign_notes_launch_the_app_and_download_an_appeal(demo_stack: Any, page:
     assert "CARC 50" in text and "medically necessary" in text  # the denial reason, explained
     assert "19 May 2027" in text and "2560.503-1" in text  # the deadline and the rule behind it
     assert next(o.title for o in reader.outline if hasattr(o, "title")).startswith("First-level appeal")
+
+    # 5. The app's own worklist (the biller's front door) lists the fixture denials the EHR's billing list shows.
+    page.goto(urls.ptguard.rstrip("/") + "/app/")
+    denials = page.locator("table", has=page.locator("caption", has_text="Open denials")).locator("tbody tr")
+    assert denials.count() >= 3, page.content()
+    assert page.get_by_role("link", name="Open the appeal view").count() >= 3
+    assert "Whitfield" in denials.filter(has_text="Aetna").first.inner_text()
     assert hosts and hosts <= {"127.0.0.1", "localhost"}, f"requests left the machine: {sorted(hosts)}"

@@ -9,6 +9,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -116,6 +117,13 @@ def test_ehr_launch_to_packet_and_writeback(
     assert "Medical necessity" in html and "appeal" in html
     assert "2027-05-19" in html and "29 CFR 2560.503-1" in html
     assert "Gregory Whitfield" in html  # the patient banner
+    # The native denial opened from the EHR is on the worklist now (once, however often it is opened).
+    from ptguard.remit.worklist import list_work_items
+
+    client.get(f"/app/claim/{cr}")
+    listed = [i for i in list_work_items(public_app.config["DATABASE_URL"], today=date(2026, 12, 3))
+              if i["claim_response"] == f"ClaimResponse/{cr}"]
+    assert len(listed) == 1 and listed[0]["payer"]["id"] == "aetna" and listed[0]["due_date"] == "2027-05-19"
     csrf = re.search(r'name="csrf" value="([^"]+)"', html)
     assert csrf
     r = client.post(f"/app/claim/{cr}/appeal", data={"csrf": csrf.group(1)})
