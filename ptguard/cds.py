@@ -12,7 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ptguard.chart import ChartBuilder, TherapyVisit
-from ptguard.errors import InputError, PtguardError, UnsupportedVersionError
+from ptguard.errors import InputError, NotFoundError, PtguardError, UnsupportedVersionError
 from ptguard.fhir import codes
 from ptguard.fhir.client import FhirClient, http_url_problem
 from ptguard.fhir.dates import parse_date
@@ -872,7 +872,7 @@ def _denials(
             try:
                 dl = compute_deadline(payer_id, notice, today=today)
                 due, days, label, rule = dl.due, dl.days_left, dl.label, dl.rule
-            except PtguardError:
+            except (NotFoundError, InputError):  # no level in effect then, or a date out of range: no deadline
                 pass
         service_date = _service_date(claim)
         items.append(
@@ -946,7 +946,7 @@ def worklist_reader(database_url: str, *, today: date | None = None) -> Worklist
                     try:
                         dl = compute_deadline(row.payer_id, row.notice_date, today=day)
                         due, rule, label = dl.due, dl.rule, dl.label
-                    except PtguardError:
+                    except (NotFoundError, InputError):
                         pass
                 if due is not None:
                     days = (due - day).days

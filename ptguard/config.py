@@ -28,7 +28,6 @@ class Settings:
     database_url: str = field(default_factory=default_database_url)
     fhir_timeout_seconds: float = 10.0
     cds_time_budget_ms: int = 400
-    contract_deadlines: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -38,7 +37,6 @@ _ENV_NAMES = {
     "database_url": "DATABASE_URL",
     "fhir_timeout_seconds": "PTGUARD_FHIR_TIMEOUT",
     "cds_time_budget_ms": "PTGUARD_CDS_TIME_BUDGET_MS",
-    "contract_deadlines": "PTGUARD_CONTRACT_DEADLINES",
 }
 
 

@@ -516,15 +516,24 @@ def _load_source(cr_id: str) -> tuple[AppealSource | None, Denial, list[str], di
 
 
 def _after_upheld(case: cases.CaseView, ptype: str, notice: date) -> tuple[str | None, date | None]:
-    """The level that follows an upheld case, and the date of that decision (which the next level runs from)."""
+    """The level that follows an upheld case, and the date of that decision (which the next level runs from).
+
+    The decision date is the local calendar date of the audit entry that recorded the case as decided.
+    """
     level = next_level(ptype, case.level or "", notice) if case.level else None
-    return level, date.fromisoformat(case.audit[-1]["at"][:10]) if case.audit else None
+    decided = [a for a in case.audit if a["action"] == "case.status" and (a.get("detail") or {}).get("to") == "decided"]
+    when = datetime.fromisoformat(decided[-1]["at"]).astimezone().date() if decided else None
+    return level, when
+
+
+def _upheld(case_views: list[cases.CaseView]) -> list[cases.CaseView]:
+    return [c for c in case_views if c.status == "decided" and c.decision == "upheld"]
 
 
 def _next_step(denial: Denial, payer_id: str, case_views: list[cases.CaseView]) -> dict[str, Any]:
     """The level to file next and its deadline; after an upheld decision, the following level."""
     today = _today()
-    upheld = [c for c in case_views if c.status == "decided" and c.decision == "upheld"]
+    upheld = _upheld(case_views)
     out: dict[str, Any] = {"payer_type": payer_type(payer_id), "internal_exhausted": False}
     if denial.notice_date is None:
         out["message"] = "The denial has no date; the deadline cannot be computed."
@@ -620,8 +629,7 @@ def start_appeal(cr_id: str) -> Response | str:
         raise NotFoundError("the letter cannot be assembled: " + "; ".join(_notes[-1:]))
     level = request.form.get("level") or None
     decision = None
-    upheld = [c for c in cases.cases_for(_db(), f"ClaimResponse/{cr_id}", scope=_scope(ts))
-              if c.status == "decided" and c.decision == "upheld"]
+    upheld = _upheld(cases.cases_for(_db(), f"ClaimResponse/{cr_id}", scope=_scope(ts)))
     if level and upheld and src.denial.notice_date:
         following, decided = _after_upheld(upheld[-1], payer_type(src.payer_id), src.denial.notice_date)
         decision = decided if following == canonical_level(level) else None

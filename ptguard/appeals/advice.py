@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from ptguard.denials.deadlines import payer_type
 from ptguard.denials.decode import DATA_DIR, Denial, carc_table
-from ptguard.errors import RuleFileError
+from ptguard.errors import NotFoundError, RuleFileError
 from ptguard.rules.engine import Evaluation
 from ptguard.rules.tables import effective_rows, table
 
@@ -38,6 +39,7 @@ def _number(row: Mapping[str, Any], key: str, where: str, *, integer: bool) -> f
     return float(value)
 
 
+@lru_cache(maxsize=64)
 def thresholds(on: date, data_dir: Path | None = None) -> AdviceThresholds:
     """The advice thresholds in effect on `on` (the latest-starting row), checked: numbers, categories, sources."""
     data = table(TABLE, data_dir or DATA_DIR)
@@ -45,8 +47,8 @@ def thresholds(on: date, data_dir: Path | None = None) -> AdviceThresholds:
     if not isinstance(rows, list) or not rows or not isinstance(data.get("source"), str):
         raise RuleFileError("needs a `source` line and a non-empty `rows` list", where=WHERE)
     found = effective_rows(rows, on, WHERE)
-    if not found:
-        raise RuleFileError(f"no row in effect on {on.isoformat()}", where=WHERE)
+    if not found:  # before federal external review existed (2011): no advice, not a broken file
+        raise NotFoundError(f"no external-review advice rule in effect on {on.isoformat()}", where=WHERE)
     row = max(found, key=lambda r: str(r.get("effective_from") or ""))
     where = f"{WHERE} rows[{rows.index(row)}]"
     known = {str(c["id"]) for c in carc_table()["categories"]}
@@ -95,15 +97,20 @@ def external_review_advice(
     payer_id: str,
     internal_exhausted: bool,
     same_denials: int = 0,
-    high_dollar: float | None = None,
     on: date | None = None,
 ) -> ExternalReviewAdvice:
     """Weigh the four grounds (clinical dispute, policy misapplied, high stakes with strong records, a pattern).
     The cut-offs come from external-review-advice.yaml, picked by `on` (default: the denial's notice date, else
-    today); `high_dollar` overrides that row's amount."""
-    cut = thresholds(on or denial.notice_date or date.today())
+    today)."""
+    when = on or denial.notice_date or date.today()
+    try:
+        cut = thresholds(when)
+    except NotFoundError:
+        return ExternalReviewAdvice(
+            False, False, f"No external-review rule is on file for a notice dated {when.isoformat()}: no advice."
+        )
     judgement = cut.medical_judgement
-    high_dollar = cut.high_dollar if high_dollar is None else high_dollar
+    high_dollar = cut.high_dollar
     reasons: list[str] = []
     against: list[str] = []
     critical = [

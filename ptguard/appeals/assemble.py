@@ -28,7 +28,14 @@ from ptguard.appeals.facts import (
 )
 from ptguard.appeals.gather import AppealSource
 from ptguard.appeals.model import AppealLetter, Paragraph, Sentence
-from ptguard.denials.deadlines import Deadline, compute_deadline, is_later_level, payer_type, previous_level
+from ptguard.denials.deadlines import (
+    Deadline,
+    canonical_level,
+    compute_deadline,
+    is_later_level,
+    payer_type,
+    previous_level,
+)
 from ptguard.errors import InputError
 from ptguard.fhir.refs import ref_string
 
@@ -139,6 +146,12 @@ def _deadline(
         return None
     if d.path == "reopen" and payer_type(src.payer_id) == "medicare" and level is None:
         level = "reopening"
+    ptype = payer_type(src.payer_id)
+    if decision_date is not None and not (level and is_later_level(ptype, level, d.notice_date)):
+        raise InputError(
+            "a decision date is for a later appeal level, which runs from the decision before it; "
+            f"the {canonical_level(level) if level else 'first level'} runs from the denial notice"
+        )
     start = decision_date or d.notice_date
     return compute_deadline(src.payer_id, start, today=today, level=level, contract=contract)
 

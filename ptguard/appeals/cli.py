@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import orjson
 
 from ptguard.errors import InputError
+from ptguard.fhir.dates import date_option
 
 SCHEMA = "https://ptguard.dev/schemas/appeal-output.schema.json"
 
@@ -87,7 +88,7 @@ def cmd_appeal(args: argparse.Namespace, out: TextIO) -> int:
     today = date.fromisoformat(args.today) if args.today else None
     contract = load_contract_overrides(Path(args.contract)) if args.contract else None
     src = build_source(load, wanted)
-    decision = _date_option(args.decision_date, "--decision-date") if args.decision_date else None
+    decision = date_option(args.decision_date, "--decision-date") if args.decision_date else None
     letter = assemble(src, today=today, level=args.level, contract=contract, decision_date=decision)
     packet = None
     if args.out:
@@ -116,13 +117,6 @@ def cmd_appeal(args: argparse.Namespace, out: TextIO) -> int:
     for f in findings:
         sys.stderr.write(f"ptguard: {f.message}\n")
     return 0
-
-
-def _date_option(raw: str, option: str) -> date:
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise InputError(f"{option} {raw[:40]!r} is not a date (YYYY-MM-DD)") from None
 
 
 def output_json(letter: Any, denial: dict[str, Any], *, packet_path: str | None, pages: int | None) -> dict[str, Any]:

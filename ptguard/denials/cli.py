@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,25 +16,14 @@ from ptguard.denials.deadlines import (
     levels,
     load_contract_overrides,
     payer_type,
+    payer_types,
     previous_level,
 )
 from ptguard.errors import InputError
-from ptguard.fhir.dates import parse_date
+from ptguard.fhir.dates import date_option
 from ptguard.rules.criteria_files import require_payer
 
 SCHEMA = "https://ptguard.dev/schemas/deadline-output.schema.json"
-PAYER_TYPES = ("medicare", "medicare-advantage", "commercial", "medicaid-mco")
-_FULL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T.*)?$")
-
-
-def _notice_date(raw: str, option: str) -> date:
-    """A YYYY-MM-DD date, or the calendar date of an ISO dateTime in the offset it was written in."""
-    found = parse_date(raw) if _FULL_DATE.match(raw) else None
-    if found is None:
-        raise InputError(f"{option} {raw[:40]!r} is not a date: give YYYY-MM-DD (or an ISO dateTime with its offset)")
-    return found
-
-
 def deadline_json(d: Deadline, notice: date, today: date, runs_from: str | None = None) -> dict[str, Any]:
     """The JSON of one level (schemas/deadline-output.schema.json `$defs/deadline`).
 
@@ -64,8 +52,11 @@ def deadline_json(d: Deadline, notice: date, today: date, runs_from: str | None 
 def cmd_deadline(args: argparse.Namespace, out: TextIO) -> int:
     if not args.payer_type and not args.payer:
         raise InputError("name the payer: --payer-type medicare|medicare-advantage|commercial|medicaid-mco, or --payer ID")
-    notice = _notice_date(args.notice_date, "--notice-date")
-    today = _notice_date(args.today, "--today") if args.today else datetime.now().astimezone().date()
+    types = payer_types()
+    if args.payer_type and args.payer_type not in types:
+        raise InputError(f"--payer-type {args.payer_type[:40]!r} is not one of: {', '.join(types)}")
+    notice = date_option(args.notice_date, "--notice-date")
+    today = date_option(args.today, "--today") if args.today else datetime.now().astimezone().date()
     # A payer id selects its payer type and its contract limits; a payer type alone uses the regulatory floor.
     payer = args.payer or args.payer_type
     if args.payer:
@@ -75,7 +66,8 @@ def cmd_deadline(args: argparse.Namespace, out: TextIO) -> int:
     ptype = payer_type(payer)
     if args.payer_type and ptype != args.payer_type:
         raise InputError(f"--payer {args.payer} is a {ptype} payer, not {args.payer_type}")
-    contract = load_contract_overrides(Path(args.contract)) if args.contract else None  # None: the configured file
+    # --contract FILE, else (for a payer id) PTGUARD_CONTRACT_DEADLINES; a payer type alone: the regulatory floor.
+    contract = load_contract_overrides(Path(args.contract)) if args.contract else (None if args.payer else {})
     names: list[str | None] = (
         [str(r["level"]) for r in levels(ptype, notice)] if args.all else [canonical_level(args.level) if args.level else None]
     )
@@ -108,14 +100,14 @@ def add_cli(sub: Any) -> None:
         description="Due date and days left for an appeal level, from the notice date, by the effective-dated "
         "table in ptguard/denials/data/deadlines.yaml (Medicare's 5-day receipt presumption included).",
     )
-    p.add_argument("--payer-type", choices=PAYER_TYPES, help="the payer type")
+    p.add_argument(
+        "--payer-type", metavar="TYPE", help="medicare, medicare-advantage, commercial or medicaid-mco (deadlines.yaml)"
+    )
     p.add_argument("--payer", help="a payer id instead (aetna, medicare, …): its type, and its contract limits")
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--level",
-        help="redetermination, reconsideration, alj, council, court, reopening (Medicare); plan-reconsideration, "
-        "alj (Medicare Advantage); internal, external-review (commercial); plan-appeal, fair-hearing (Medicaid "
-        "MCO). Default: the first appeal level",
+        help="the appeal level (default: the first one); `--all` lists a payer type's levels by name",
     )
     which.add_argument("--all", action="store_true", help="every level of the payer type")
     p.add_argument(

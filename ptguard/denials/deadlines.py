@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import os
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -45,6 +46,11 @@ class Deadline:
             "contract_override": self.contract_override,
             "period": self.period,
         }
+
+
+def payer_types() -> list[str]:
+    """The payer types deadlines.yaml knows (medicare, medicare-advantage, medicaid-mco, commercial)."""
+    return [str(t) for t in table("deadlines", DATA_DIR)["payer_types"]]
 
 
 def payer_type(payer_id: str) -> str:
@@ -144,25 +150,27 @@ def load_contract_overrides(path: Path | None) -> dict[str, dict[str, int]]:
     return out
 
 
-_CONFIGURED: dict[tuple[str, int, int], dict[str, dict[str, int]]] = {}
+_CONFIGURED: tuple[tuple[str, int, int], dict[str, dict[str, int]]] | None = None
 
 
 def configured_contract() -> dict[str, dict[str, int]]:
     """The contract limits of PTGUARD_CONTRACT_DEADLINES (empty when unset), re-read when the file changes."""
-    from ptguard.config import load_settings
-
-    path = load_settings().contract_deadlines
-    if path is None:
+    global _CONFIGURED
+    raw = os.environ.get("PTGUARD_CONTRACT_DEADLINES")
+    if not raw:
         return {}
+    path = Path(raw).expanduser()
     try:
         st = path.stat()
     except OSError:
         raise ConfigError("contract deadlines: not a readable file", where=f"PTGUARD_CONTRACT_DEADLINES={path}") from None
     key = (str(path), st.st_mtime_ns, st.st_size)
-    if key not in _CONFIGURED:
-        _CONFIGURED.clear()
-        _CONFIGURED[key] = load_contract_overrides(path)
-    return _CONFIGURED[key]
+    cached = _CONFIGURED  # one read of the global: another thread may rebind it meanwhile
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    value = load_contract_overrides(path)
+    _CONFIGURED = (key, value)
+    return value
 
 
 def compute_deadline(
@@ -190,8 +198,8 @@ def compute_deadline(
     override = contract.get(payer_id, {}).get(level)
     try:
         start = notice_date + timedelta(days=presumption) if row["from"] == "receipt" else notice_date
-        if override:
-            due = start + timedelta(days=override)
+        if override:  # a contract counts its days from the date of the notice, with no receipt presumption
+            due = notice_date + timedelta(days=override)
         elif row.get("months"):
             due = _add_months(start, int(row["months"]))
         else:

@@ -47,3 +47,17 @@ def minutes_between(start: object, end: object) -> int | None:
     if s is None or e is None or e < s:
         return None
     return int((e - s).total_seconds() // 60)
+
+
+_FULL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T.*)?$")
+
+
+def date_option(raw: str, option: str) -> date:
+    """A command-line date: YYYY-MM-DD, or the calendar date of an ISO dateTime in the offset it was written in."""
+    from ptguard.errors import InputError
+
+    found = parse_date(raw) if _FULL_DATE.match(raw) else None
+    if found is None:
+        raise InputError(f"{option} {raw[:40]!r} is not a date: give YYYY-MM-DD (or an ISO dateTime with its offset)")
+    return found
+

@@ -26,7 +26,7 @@ from ptguard.appeals.render import render_packet
 from ptguard.appeals.scopes import Scopes
 from ptguard.appeals.writeback import writeback
 from ptguard.cli import main
-from ptguard.errors import InputError, RuleFileError
+from ptguard.errors import InputError, NotFoundError, RuleFileError
 from ptguard.fhir.client import FhirClient
 from ptguard.store.db import session_scope
 from ptguard.store.models import AuditEvent
@@ -215,8 +215,13 @@ def test_advice_thresholds_are_labelled_heuristics_from_the_data_file(aetna_sour
     assert "medical-necessity" in cut.medical_judgement and "bundling" not in cut.medical_judgement
     for ground in ("high_dollar", "long_episode", "pattern"):
         assert cut.sources[ground].startswith("ptguard heuristic") and "appeal guide" in cut.sources[ground]
-    with pytest.raises(RuleFileError, match="no row in effect"):
-        thresholds(date(2010, 12, 31))  # before the row's effective_from
+    with pytest.raises(NotFoundError, match="in effect on 2010-12-31"):
+        thresholds(date(2010, 12, 31))  # before the row's effective_from: no rule, not a broken file
+    # A denial from before federal external review existed gets no advice rather than an error.
+    old_notice = external_review_advice(
+        aetna_source.denial, aetna_source.evaluations, payer_id="aetna", internal_exhausted=True, on=date(2010, 6, 1)
+    )
+    assert not old_notice.recommend and not old_notice.applies and "2010-06-01" in old_notice.summary
 
 
 def test_advice_thresholds_file_is_validated(tmp_path: Path) -> None:

@@ -40,3 +40,14 @@ def test_appeal_command_takes_the_decision_date() -> None:
             "--decision-date", "2027-01-15", "--today", "2026-12-03", "--format", "json"]
     assert main(args, out=out) == 0
     assert orjson.loads(out.getvalue())["deadline"]["due"] == "2027-05-15"
+
+
+def test_decision_date_on_the_first_level_is_refused() -> None:
+    import pytest
+
+    from ptguard.errors import InputError
+
+    with pytest.raises(InputError, match="for a later appeal level"):
+        assemble(_source(), today=TODAY, decision_date=date(2027, 1, 15))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="internal-appeal runs from the denial notice"):
+        assemble(_source(), today=TODAY, level="internal", decision_date=date(2027, 1, 15))  # type: ignore[arg-type]

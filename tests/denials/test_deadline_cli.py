@@ -176,3 +176,23 @@ def test_serve_refuses_to_start_with_a_bad_contract_file(
     monkeypatch.setenv("PTGUARD_CONTRACT_DEADLINES", str(tmp_path / "missing.yaml"))
     assert main(["serve", "--port", "0"], out=io.StringIO()) == 5
     assert "PTGUARD_CONTRACT_DEADLINES" in capsys.readouterr().err
+
+
+def test_contract_days_count_from_the_notice_and_a_payer_type_keeps_the_floor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    contract = tmp_path / "contract.yaml"
+    contract.write_text("medicare: {redetermination: 30}\n")
+    monkeypatch.setenv("PTGUARD_CONTRACT_DEADLINES", str(contract))
+    by_id = orjson.loads(run(["--payer", "medicare", "--notice-date", NOTICE, "--today", TODAY, "--format", "json"],
+                             capsys)[1])
+    # 30 days from the notice itself (no 5-day receipt presumption for a contract), as the basis says.
+    assert by_id["due_date"] == "2026-12-20" and "30 days from the notice dated 2026-11-20" in by_id["basis"]
+    by_type = orjson.loads(run(["--payer-type", "medicare", "--notice-date", NOTICE, "--today", TODAY,
+                                "--format", "json"], capsys)[1])
+    assert by_type["due_date"] == "2027-03-25" and by_type["contract_override"] is False
+
+
+def test_unknown_payer_type_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["--payer-type", "tricare", "--notice-date", NOTICE], capsys)
+    assert code == 2 and "is not one of: medicare" in err
