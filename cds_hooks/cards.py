@@ -400,7 +400,7 @@ def _incomplete_card(result: CdsResult, out: CardSet) -> None:
 
 def _denial_summary(item: DenialItem) -> str:
     what = ", ".join(item.codes) or "Therapy claim"
-    when = f" ({item.service_date.isoformat()})" if item.service_date else ""
+    when = f" (service {item.service_date.isoformat()})" if item.service_date else ""
     head = f"{what} denied by {item.payer_name}{when}"
     if item.due is not None:
         verb = {"resubmit": "corrected claim", "reopen": "reopening"}.get(item.path, "appeal")

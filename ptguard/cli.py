@@ -225,6 +225,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         sys.stderr.write(f"ptguard: warning: PTGUARD_LOG_LEVEL={level[:20]!r} is not a log level; using ERROR\n")
         level = "ERROR"
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # urllib3 logs each request line with its query string (search values, ids): never below WARNING.
+    logging.getLogger("urllib3").setLevel(max(logging.getLevelNamesMapping()[level], logging.WARNING))
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(with_plugins=not (argv and argv[0] in CORE_COMMANDS))
     args = parser.parse_args(argv)

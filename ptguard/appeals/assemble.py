@@ -147,6 +147,10 @@ def _deadline(
     if d.path == "reopen" and payer_type(src.payer_id) == "medicare" and level is None:
         level = "reopening"
     ptype = payer_type(src.payer_id)
+    if decision_date is not None and decision_date < d.notice_date:
+        raise InputError(
+            f"the decision date {decision_date.isoformat()} is before the denial notice ({d.notice_date.isoformat()})"
+        )
     if decision_date is not None and not (level and is_later_level(ptype, level, d.notice_date)):
         raise InputError(
             "a decision date is for a later appeal level, which runs from the decision before it; "
@@ -171,7 +175,7 @@ def _context(src: AppealSource, today: date, deadline: Deadline | None, labels: 
             reasons.append(text)
     lines = [
         fact(
-            f"{ln.code or 'line ' + str(ln.sequence)}"
+            f"{ln.code or f'line {ln.sequence_label} (its service code is not on the claim)'}"
             + (f" × {ln.units:g} unit(s)" if ln.units is not None else "")
             + (f", billed {money(ln.submitted)}" if ln.submitted is not None else ""),
             d.reference,
@@ -356,6 +360,12 @@ def _notes(src: AppealSource, deadline: Deadline | None, decision_date: date | N
     d = src.denial
     notes = [d.why]
     problems = {f.id: f for ev in src.evaluations for f in ev.problems}
+    for ln in d.denied_lines:
+        if not ln.code:
+            notes.append(
+                f"Denied line {ln.sequence_label} matches no item of the Claim, so the letter cannot say which service "
+                "it was: check the remittance against the claim before sending."
+            )
     if "ncci.pair-modifier" in problems:
         notes.append(
             "The claim carried no 59/X modifier on the code pair: a corrected claim with the modifier may be "

@@ -55,6 +55,8 @@ def cmd_appeal(args: argparse.Namespace, out: TextIO) -> int:
     from ptguard.denials.deadlines import load_contract_overrides
     from ptguard.fhir.load import LoadResult
 
+    if args.claim_response_opt is not None and not args.claim_response_opt.strip():
+        raise InputError("--claim-response needs the ClaimResponse id (e.g. cr-aetna-01)")
     target = args.claim_response_opt or args.claim_response
     chart_paths: list[str | Path] = list(args.bundle)
     if args.claim_response_opt and args.claim_response:
@@ -62,7 +64,7 @@ def cmd_appeal(args: argparse.Namespace, out: TextIO) -> int:
         if not Path(args.claim_response).exists():
             raise InputError(f"{args.claim_response}: no such file or folder (the chart to read)")
         chart_paths.insert(0, args.claim_response)
-    if not target:
+    if not target or not target.strip():
         raise InputError("name the ClaimResponse: a file, or an id with --bundle or --fhir")
     findings: list[Any] = []
     if args.fhir:
@@ -85,6 +87,7 @@ def cmd_appeal(args: argparse.Namespace, out: TextIO) -> int:
             raise InputError("no chart to read: give --bundle FILES or --fhir URL")
         load = load_files(paths)
         assert isinstance(load, LoadResult)
+        findings = list(load.findings)  # duplicate copies, skipped files…: said, never silent
     today = date.fromisoformat(args.today) if args.today else None
     contract = load_contract_overrides(Path(args.contract)) if args.contract else None
     src = build_source(load, wanted)

@@ -11,7 +11,6 @@ import orjson
 
 from ptguard.denials.deadlines import (
     Deadline,
-    canonical_level,
     compute_deadline,
     levels,
     load_contract_overrides,
@@ -69,7 +68,7 @@ def cmd_deadline(args: argparse.Namespace, out: TextIO) -> int:
     # --contract FILE, else (for a payer id) PTGUARD_CONTRACT_DEADLINES; a payer type alone: the regulatory floor.
     contract = load_contract_overrides(Path(args.contract)) if args.contract else (None if args.payer else {})
     names: list[str | None] = (
-        [str(r["level"]) for r in levels(ptype, notice)] if args.all else [canonical_level(args.level) if args.level else None]
+        [str(r["level"]) for r in levels(ptype, notice)] if args.all else [args.level or None]
     )
     found = [compute_deadline(payer, notice, today=today, level=n, contract=contract) for n in names]
     # With --all, only the first level (and reopening) run from this notice; each later one from the decision before it.
@@ -87,7 +86,8 @@ def cmd_deadline(args: argparse.Namespace, out: TextIO) -> int:
         else:
             left = row["days_left"]
             when = f"due {row['due_date']} ({-left} days overdue)" if left < 0 else f"due {row['due_date']} ({left} days left)"
-        out.write(f"  {row['level']:22s} {when}: {row['label']}\n")
+        label = f"{row['label']} — contract limit" if row["contract_override"] else row["label"]
+        out.write(f"  {row['level']:22s} {when}: {label}\n")
         out.write(f"  {'':22s} rule {row['rule']}; {row['basis']}\n")
     return 0
 

@@ -118,32 +118,69 @@ def _add_months(d: date, months: int) -> date:
 MAX_CONTRACT_DAYS = 3650  # a filing limit longer than ten years is a typing error, not a contract
 
 
+class _DuplicateKeyError(Exception):
+    """A YAML mapping that names the same key twice (yaml.safe_load would keep the last silently)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise _DuplicateKeyError(str(key)[:40])
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_contract_overrides(path: Path | None) -> dict[str, dict[str, int]]:
-    """Contract-specific filing limits: {payer_id: {level: days}} from a YAML/JSON file."""
+    """Contract-specific filing limits: {payer_id: {level: days}} from a YAML/JSON file, every entry checked.
+
+    A payer id must have a criteria file and each level must be one of that payer type's levels, so a typo
+    ("Aetna", "internal" for a Medicaid plan) is an error rather than a limit that is silently never applied.
+    """
+    from ptguard.config import load_settings
+    from ptguard.rules.criteria_files import available_payers
+
     if path is None:
         return {}
     if not path.is_file():
         raise ConfigError("contract deadlines: not a readable file", where=str(path))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKeyError as exc:
+        raise ConfigError(f"contract deadlines name {exc} twice", where=str(path)) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
         raise ConfigError(f"contract deadlines cannot be read ({type(exc).__name__})", where=str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError("contract deadlines must map payer id → {level: days}", where=str(path))
-    known = {str(r["level"]) for r in table("deadlines", DATA_DIR)["rows"]}
+    payers = available_payers(load_settings().criteria_dir)
+    rows = table("deadlines", DATA_DIR)["rows"]
     out: dict[str, dict[str, int]] = {}
     for payer, lv in data.items():
+        name = str(payer)[:40]
+        if str(payer) not in payers:
+            raise ConfigError(f"unknown payer id {name!r} (known: {', '.join(payers)})", where=str(path))
         if not isinstance(lv, dict) or not all(
             isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_CONTRACT_DAYS for v in lv.values()
         ):
-            raise ConfigError(
-                f"{str(payer)[:40]}: each level needs a whole number of days from 1 to {MAX_CONTRACT_DAYS}", where=str(path)
-            )
+            raise ConfigError(f"{name}: each level needs a whole number of days from 1 to {MAX_CONTRACT_DAYS}",
+                              where=str(path))
+        ptype = payer_type(str(payer))
+        known = sorted({str(r["level"]) for r in rows if r["payer_type"] == ptype})
         levels_given = {canonical_level(str(k)): int(v) for k, v in lv.items()}
-        unknown = sorted(set(levels_given) - known)
+        if len(levels_given) < len(lv):
+            raise ConfigError(f"{name}: a level is given twice (a short name and its full name)", where=str(path))
+        unknown = sorted(set(levels_given) - set(known))
         if unknown:
             raise ConfigError(
-                f"{str(payer)[:40]}: unknown appeal level {unknown[0][:40]!r} (levels: {', '.join(sorted(known))})",
+                f"{name}: {unknown[0][:40]!r} is not an appeal level of {ptype} payers (levels: {', '.join(known)})",
                 where=str(path),
             )
         out[str(payer)] = levels_given
@@ -187,11 +224,12 @@ def compute_deadline(
     """
     ptype = payer_type(payer_id)
     rows = levels(ptype, notice_date)
+    given = level
     level = canonical_level(level) if level else first_level(ptype, notice_date)
     row = next((r for r in rows if r["level"] == level), None)
     if row is None:
         names = ", ".join(str(r["level"]) for r in rows)
-        raise NotFoundError(f"no appeal level {level!r} for {ptype} payers (levels: {names})")
+        raise NotFoundError(f"no appeal level {given or level!r} for {ptype} payers (levels: {names})")
     presumption = int(row.get("receipt_presumption_days") or 0)
     if contract is None:
         contract = configured_contract()

@@ -49,15 +49,22 @@ def minutes_between(start: object, end: object) -> int | None:
     return int((e - s).total_seconds() // 60)
 
 
-_FULL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T.*)?$")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 
 
 def date_option(raw: str, option: str) -> date:
-    """A command-line date: YYYY-MM-DD, or the calendar date of an ISO dateTime in the offset it was written in."""
+    """A command-line date: YYYY-MM-DD, or the calendar date of an ISO dateTime with an offset, in that offset."""
     from ptguard.errors import InputError
 
-    found = parse_date(raw) if _FULL_DATE.match(raw) else None
+    found: date | None = None
+    if _ISO_DATE.fullmatch(raw):
+        found = parse_date(raw)
+    elif _ISO_DATE.fullmatch(raw[:10]) and raw[10:11] == "T" and raw.isascii():
+        stamp = parse_datetime(raw)
+        found = stamp.date() if stamp is not None else None
     if found is None:
-        raise InputError(f"{option} {raw[:40]!r} is not a date: give YYYY-MM-DD (or an ISO dateTime with its offset)")
+        raise InputError(
+            f"{option} {raw[:40]!r} is not a date: give YYYY-MM-DD, or an ISO dateTime with its offset "
+            "(2026-11-20T22:30:00-08:00)"
+        )
     return found
-

@@ -9,7 +9,7 @@ from typing import Any
 from ptguard.chart import payer_id_for
 from ptguard.denials.decode import Denial, decode
 from ptguard.errors import InputError
-from ptguard.fhir.load import Resource, load_bytes
+from ptguard.fhir.load import LoadResult, Resource, load_bytes
 from ptguard.fhir.refs import ResourceIndex
 from ptguard.remit.intake import deadline_for
 from ptguard.remit.to_fhir import remittance_to_fhir
@@ -60,6 +60,7 @@ def describe(data: bytes, source: str, *, today: date, payer: str | None = None)
             if r.get("resourceType") == "ClaimResponse"
         ]
         index = None
+        loaded: LoadResult | None = None
         if not resources:
             raise InputError("the 835 holds no claim that could be read", where=Path(source).name)
     else:
@@ -70,11 +71,14 @@ def describe(data: bytes, source: str, *, today: date, payer: str | None = None)
             kinds = sorted({str(r.get("resourceType")) for r in loaded.resources}) or ["nothing"]
             raise InputError(f"no ClaimResponse or ExplanationOfBenefit in the file (found {', '.join(kinds)})",
                              where=Path(source).name)
+    file_notes = [f.to_dict() for f in loaded.findings] if loaded is not None else []  # e.g. a duplicate copy
     out = []
     for resource in resources:
         payer_id = _payer_of(resource, index, payer)
         denial = decode(resource, index=index, payer_hint=payer_id)
-        out.append(denial_dict(denial, payer_id=payer_id, today=today))
+        entry = denial_dict(denial, payer_id=payer_id, today=today)
+        entry["data_quality"] = [*file_notes, *entry.get("data_quality", [])]
+        out.append(entry)
     return out
 
 

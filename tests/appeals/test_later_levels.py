@@ -51,3 +51,12 @@ def test_decision_date_on_the_first_level_is_refused() -> None:
         assemble(_source(), today=TODAY, decision_date=date(2027, 1, 15))  # type: ignore[arg-type]
     with pytest.raises(InputError, match="internal-appeal runs from the denial notice"):
         assemble(_source(), today=TODAY, level="internal", decision_date=date(2027, 1, 15))  # type: ignore[arg-type]
+
+
+def test_decision_before_the_notice_is_refused() -> None:
+    import pytest
+
+    from ptguard.errors import InputError
+
+    with pytest.raises(InputError, match="before the denial notice"):
+        assemble(_source(), today=TODAY, level="external-review", decision_date=date(2020, 1, 1))  # type: ignore[arg-type]

@@ -428,7 +428,7 @@ def test_denials_from_the_fhir_server_and_the_worklist(client: Any, token: Token
     fake, pid, _enc = _setup("uhc-01")
     response = _call(client, token, fake, service, hook_request(service, patient=pid, encounter=None))
     (card,) = response.json["cards"]
-    assert card["summary"].startswith("97530 denied by UnitedHealthcare (2026-10-20): appeal due ")
+    assert card["summary"].startswith("97530 denied by UnitedHealthcare (service 2026-10-20): appeal due ")
     assert "CARC" in card["detail"] or "50" in card["detail"]
     assert orjson.loads(card["links"][0]["appContext"]) == {
         "view": "appeal",

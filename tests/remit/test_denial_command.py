@@ -55,3 +55,37 @@ def test_unreadable_lines_are_said_in_the_text(tmp_path: Path, capsys: pytest.Ca
     text = out.getvalue()
     assert "denied     yes (lines could not be read)" in text
     assert "data       ClaimResponse.item[0] is null" in text and "None" not in text
+
+
+def _aetna_variant(tmp_path: Path, change: object) -> Path:
+    bundle = orjson.loads((ROOT / "fhir_fixtures" / "patient-aetna-whitfield.json").read_bytes())
+    change(bundle)  # type: ignore[operator]
+    path = tmp_path / "variant.json"
+    path.write_bytes(orjson.dumps(bundle))
+    return path
+
+
+def test_a_line_without_a_sequence_never_says_none(tmp_path: Path) -> None:
+    def no_sequence(bundle: dict) -> None:  # type: ignore[type-arg]
+        cr = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ClaimResponse")
+        cr["item"][0]["itemSequence"] = 99
+
+    out = io.StringIO()
+    assert main(["appeal", str(_aetna_variant(tmp_path, no_sequence)), "--claim-response", "cr-aetna-01"], out=out) == 0
+    text = out.getvalue()
+    assert "line None" not in text and "denied line 99 (its service code is not on the claim)" in text
+    assert "Denied line 99 matches no item of the Claim" in text
+
+
+def test_duplicate_copies_are_reported_by_denial_and_appeal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def duplicate(bundle: dict) -> None:  # type: ignore[type-arg]
+        entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "ClaimResponse")
+        bundle["entry"].append({**entry, "resource": {**entry["resource"], "created": "2026-10-01"}})
+
+    path = _aetna_variant(tmp_path, duplicate)
+    out = io.StringIO()
+    assert main(["denial", str(path), "--format", "json"], out=out) == 0
+    notes = orjson.loads(out.getvalue())["data_quality"]
+    assert any(n["id"] == "data-quality.duplicate-resource" for n in notes)
+    assert main(["appeal", str(path), "--claim-response", "cr-aetna-01"], out=io.StringIO()) == 0
+    assert "appears more than once" in capsys.readouterr().err
