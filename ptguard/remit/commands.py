@@ -57,7 +57,14 @@ def _index(args: argparse.Namespace) -> ResourceIndex | None:
 
 
 def input_files(paths: list[str]) -> Iterator[Path]:
-    """The files named, and every regular non-hidden file under the folders named (processed/, quarantine/ skipped)."""
+    """The files named, and every regular non-hidden file under the folders named (processed/, quarantine/ skipped).
+
+    Every path named is checked before any is read: a typo stops the run before anything is imported.
+    """
+    bad = [raw for raw in paths if not (Path(raw).is_file() or Path(raw).is_dir())]
+    if bad:
+        what = "not a regular file or folder" if all(Path(b).exists() for b in bad) else "no such file or folder"
+        raise InputError(f"{what}; nothing imported", where=", ".join(bad[:5]))
     for raw in paths:
         path = Path(raw)
         if path.is_file():
