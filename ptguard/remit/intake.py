@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from ptguard.chart import payer_id_for
 from ptguard.denials.deadlines import Deadline, compute_deadline
 from ptguard.denials.decode import DecodedLine, Denial, Reason, decode
-from ptguard.errors import ConfigError, FhirServerError, PtguardError
+from ptguard.errors import ConfigError, FhirServerError, InputError, NotFoundError, PtguardError
 from ptguard.fhir.client import FhirClient
 from ptguard.fhir.refs import ResourceIndex, ref_string
 from ptguard.remit.matching import ClaimMatch, ClaimMatcher, apply_match
@@ -205,8 +205,10 @@ def deadline_for(payer_id: str, notice: date | None, path: str, *, today: date) 
             return compute_deadline(payer_id, notice, today=today, level=level)
         except ConfigError:  # a bad PTGUARD_CONTRACT_DEADLINES must stop the run, never drop deadlines silently
             raise
-        except (PtguardError, LookupError, StopIteration):  # no level in effect on that date (e.g. a 2014 notice)
+        except NotFoundError:  # no such level in effect on that date (e.g. a 2014 notice): try the next
             continue
+        except InputError:  # the notice date is out of range: no deadline can be counted from it
+            return None
     return None
 
 
@@ -584,12 +586,7 @@ def import_835(
                            index=index, claim_id_systems=claim_id_systems, payer_map=payer_map,
                            lease_seconds=lease_seconds)
     except Exception as exc:  # e.g. the database unreachable before the file was registered
-        log.exception("835 import of %s failed before it was registered", name)
-        first = (str(exc).splitlines() or [""])[0][:200]
-        message = f"unexpected error ({type(exc).__name__}{': ' + first if first else ''}); nothing stored"
-        code = exc.exit_code if isinstance(exc, PtguardError) else INTERNAL_ERROR
-        if isinstance(exc, PtguardError):
-            message = exc.one_line()
+        message, code = _failure(exc, f"835 import of {name} (before it was registered)")
         return ImportResult(filename=name, sha256=sha256_hex(data), status="failed", message=message,
                             errors=[message], failure_exit_code=code)
 
@@ -677,25 +674,37 @@ def _import_835(
 def _failed(db_url: str, row_id: str, owner: str, result: ImportResult, errors: list[str],
             exc: BaseException) -> ImportResult:
     """Mark the file failed and release its lease (a re-import retries it at once); the result says why."""
-    result.failure_exit_code = exc.exit_code if isinstance(exc, PtguardError) else INTERNAL_ERROR
-    if isinstance(exc, PtguardError):
-        message = exc.one_line()
-        log.warning("835 import failed: %s", type(exc).__name__)
-    else:
-        first = (str(exc).splitlines() or [""])[0][:200]
-        message = f"unexpected error ({type(exc).__name__}{': ' + first if first else ''}); nothing stored, " \
-                  "the file can be imported again"
-        log.exception("835 import of %s failed unexpectedly", result.filename)
+    message, result.failure_exit_code = _failure(exc, f"835 import of {result.filename}", retryable=True)
     result.status = "failed"
     result.message = message
     result.therapy_denials = []
     try:
         with session_scope(db_url) as s:
             _finish(s, row_id, owner, status="failed", errors=[*errors, message])
-    except Exception:  # the database itself failed; the lease runs out on its own
-        log.exception("could not mark the 835 import of %s failed", result.filename)
+    except Exception as second:  # the database itself failed; the lease runs out on its own
+        log.error("could not mark the 835 import of %s failed (%s)", result.filename, type(second).__name__,
+                  exc_info=second if _debug() else None)
         result.message = f"{message}; the import record could not be updated (its lease expires by itself)"
     return result
+
+
+def _debug() -> bool:
+    return bool(os.environ.get("PTGUARD_DEBUG"))
+
+
+def _failure(exc: BaseException, what: str, *, retryable: bool = False) -> tuple[str, int]:
+    """A failed import's one-line message and exit code; the log gets the exception's type only.
+
+    Never its text (nor, unless PTGUARD_DEBUG is set, its traceback): a database error carries the statement's
+    parameters, patient names among them. The message keeps the first line of an unexpected error's text.
+    """
+    if isinstance(exc, PtguardError):
+        log.warning("%s failed: %s", what, type(exc).__name__, exc_info=exc if _debug() else None)
+        return exc.one_line(), exc.exit_code
+    log.error("%s failed unexpectedly: %s", what, type(exc).__name__, exc_info=exc if _debug() else None)
+    first = (str(exc).splitlines() or [""])[0][:200]
+    message = f"unexpected error ({type(exc).__name__}{': ' + first if first else ''}); nothing stored"
+    return (f"{message}, the file can be imported again" if retryable else message), INTERNAL_ERROR
 
 
 def import_exit_code(results: list[ImportResult]) -> int:
@@ -742,6 +751,7 @@ def _process(
     writer = _FhirWriter(fhir) if fhir is not None else None
     raw_ref = writer.document(data, sha, name) if writer is not None else None
     pending: list[_Pending] = []
+    known: set[str] = set()  # the keys in `pending`, kept alongside it
     reversals: list[tuple[ClaimPayment, str | None]] = []
     total = read.claim_count
     done = 0
@@ -758,12 +768,11 @@ def _process(
                 f"{rem.trace_number or '-'}); its {len(rem.claims)} claim(s) are not counted or stored again")
             continue
         seen_transactions.add(ident)
-        unique_claims = list(enumerate(rem.claims, start=1))
         payer_name = rem.payer.name
         payer_id = payer_id_for(None, payer_name or "", payer_map=payer_map)
         responses: list[dict[str, Any]] = []
         matches: list[ClaimMatch | None] = []
-        for n, claim in unique_claims:
+        for n, claim in enumerate(rem.claims, start=1):
             cr = claim_response(rem, n, claim, raw_reference=raw_ref)
             if raw_ref is None:
                 _source_extension(cr, sha, name)
@@ -785,8 +794,8 @@ def _process(
             ids = [r.split("/", 1)[1] if r else str(cr["id"]) for r, cr in zip(refs, responses, strict=True)]
             pr = payment_reconciliation(rem, ids, raw_reference=raw_ref)
             writer.conditional([pr], "payment_reconciliations")
-        for (_n, claim), cr, match, ref in zip(unique_claims, responses, matches, refs, strict=True):
-            _collect(claim, cr, match, ref, rem, result, pending, reversals, payer_id=payer_id,
+        for claim, cr, match, ref in zip(rem.claims, responses, matches, refs, strict=True):
+            _collect(claim, cr, match, ref, rem, result, pending, known, reversals, payer_id=payer_id,
                      payer_name=payer_name, fhir_server=fhir.base_url if fhir else None, today=today)
     if writer is not None:
         result.fhir = writer.stats
@@ -801,6 +810,7 @@ def _collect(
     rem: Remittance,
     result: ImportResult,
     pending: list[_Pending],
+    known: set[str],
     reversals: list[tuple[ClaimPayment, str | None]],
     *,
     payer_id: str,
@@ -827,9 +837,8 @@ def _collect(
         control_number=claim.patient_control_number, cr_ref=ref, matched=matched, match=match,
         source="835", fhir_server=fhir_server, today=today,
     )
-    known = {p.key for p in pending}
     for item in items:
-        if item.key in known:
+        if item.key in known:  # listed by an earlier claim of this file
             result.warnings.append(f"claim {claim.patient_control_number}: line {item.key.rsplit('|', 1)[-1]} was "
                                    "already listed from an earlier claim of this file; duplicate, counted once")
             continue
@@ -843,8 +852,10 @@ def _collect(
             category=denial.category, path=denial.path, due=due.isoformat() if due else None,
         ))
     pending.extend(items)
+    known.update(item.key for item in items)
     if match is not None and not match.matched and not items:
         # Listed, never dropped: a claim ptguard could not tie to a chart waits on the worklist as `unmatched`.
+        known.add(f"{key_prefix}|unmatched")
         pending.append(_Pending(key=f"{key_prefix}|unmatched", row={
             "source": "835", "fhir_server": fhir_server, "patient_ref": None,
             "patient_display": denial.patient_display, "claim_ref": None,

@@ -80,8 +80,6 @@ class ClaimPayment:
     service_lines: list[ServiceLine] = field(default_factory=list)
     segment_number: int = 0
     raw_segments: list[str] = field(default_factory=list)
-    # Problems with this claim's data that did not stop it being read (e.g. an implausible DTM date, not used).
-    data_quality: list[str] = field(default_factory=list)
 
     @property
     def remark_codes(self) -> list[str]:
@@ -134,5 +132,3 @@ class Remittance:
     provider_adjustments: list[ProviderAdjustment] = field(default_factory=list)
     claims: list[ClaimPayment] = field(default_factory=list)
     segment_number: int = 0
-    # Problems with the transaction's header data (e.g. an implausible production or payment date, not used).
-    data_quality: list[str] = field(default_factory=list)

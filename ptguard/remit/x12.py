@@ -343,9 +343,8 @@ EARLIEST_YEAR, LATEST_YEAR = 1990, 2100  # an 835 date outside these years is a 
 MAX_DAYS_AHEAD = 366
 
 
-def implausible(value: date, today: date | None = None) -> str | None:
-    """Why a remittance date cannot be real (before 1990, after 2100, over a year ahead), else None."""
-    today = today or datetime.now().astimezone().date()
+def implausible(value: date, today: date) -> str | None:
+    """Why a remittance date cannot be real (before 1990, after 2100, over a year after `today`), else None."""
     if value.year < EARLIEST_YEAR:
         return f"before {EARLIEST_YEAR}"
     if value.year > LATEST_YEAR:
@@ -353,16 +352,6 @@ def implausible(value: date, today: date | None = None) -> str | None:
     if (value - today).days > MAX_DAYS_AHEAD:
         return "more than a year in the future"
     return None
-
-
-def _gs_date(gs: Segment | None) -> date | None:
-    if gs is None:
-        return None
-    try:
-        value = _date(gs, 4, "group date")
-    except _ElementError:
-        return None
-    return value if value is None or implausible(value) is None else None
 
 
 def _split_composite(seg: Segment, position: int, delims: Delimiters, warnings: list[str]) -> list[str]:
@@ -426,6 +415,7 @@ def _adjustments(seg: Segment) -> list[Adjustment]:
 class _Envelope:
     isa: Segment | None = None
     gs: Segment | None = None
+    gs_date: date | None = None
     version: str = ""
 
 
@@ -448,6 +438,7 @@ class _Reader:
         self.skip_transaction = False
         self.group_open = False
         self.group_transactions = 0
+        self.today = datetime.now().astimezone().date()  # once per file: what "a year ahead" is measured from
 
     def error(self, message: str, seg: Segment | None, element: str | None = None) -> None:
         self.result.errors.append(
@@ -459,21 +450,28 @@ class _Reader:
         self.result.warnings.append(f"segment {seg.number} {seg.tag}: {message}")
 
     def _when(self, seg: Segment, position: int, what: str) -> date | None:
-        """A DTM/BPR/PLB date; an implausible one (99991231, 19000101) is a data-quality problem, not used."""
+        """A DTM/BPR/PLB date; an implausible one (99991231, 19000101) is a warning, and not used."""
         value = _date(seg, position, what)
-        why = implausible(value) if value is not None else None
+        return self._plausible(value, seg, position, what)
+
+    def _plausible(self, value: date | None, seg: Segment, position: int, what: str) -> date | None:
+        why = implausible(value, self.today) if value is not None else None
         if value is None or why is None:
             return value
-        raw = seg.el(position)
-        claim = self.claim.patient_control_number if self.claim is not None else None
-        note = f"{what} {raw} ({_name(seg, position)}) is implausible ({why}); not used"
-        if claim is not None:
-            self.claim.data_quality.append(note)  # type: ignore[union-attr]
-            note = f"claim {claim}: {note}"
-        elif self.rem is not None:
-            self.rem.data_quality.append(note)
+        note = f"{what} {seg.el(position)} ({_name(seg, position)}) is implausible ({why}); not used"
+        if self.claim is not None:
+            note = f"claim {self.claim.patient_control_number}: {note}"
         self.warn(note, seg)
         return None
+
+    def _gs_date(self, gs: Segment) -> date | None:
+        """GS04, the group date: unreadable or implausible, it is a warning and not used (the file still reads)."""
+        try:
+            value = _date(gs, 4, "group date")
+        except _ElementError as exc:
+            self.warn(f"{exc.message}; not used", gs)
+            return None
+        return self._plausible(value, gs, 4, "group date")
 
     # -- envelope -------------------------------------------------------------------------------------
     def feed(self, seg: Segment) -> None:
@@ -502,6 +500,7 @@ class _Reader:
         if tag == "GS":
             self.close_transaction(seg, missing="SE")
             self.env.gs = seg
+            self.env.gs_date = self._gs_date(seg)  # read (and warned about) once per group
             self.env.version = seg.el(8)
             self.group_open = True
             self.group_transactions = 0
@@ -564,7 +563,7 @@ class _Reader:
             group_control_number=gs.el(6) if gs else "",
             transaction_control_number=seg.el(2),
             version=version,
-            interchange_date=_gs_date(gs),
+            interchange_date=self.env.gs_date if gs is not None else None,
             sender_id=isa.el(6) if isa else None,
             receiver_id=isa.el(8) if isa else None,
             segment_number=seg.number,

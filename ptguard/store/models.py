@@ -6,7 +6,20 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Date, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint, event
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -187,15 +200,26 @@ class OAuthState(Base):
     expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
 
 
+REMIT_JOB_IN_FLIGHT = "status IN ('queued', 'running')"
+
+
 class RemitJob(Base):
     """A background remittance job (POST /remit/835, /remit/notify): its status seen by every worker process."""
 
     __tablename__ = "remit_job"
+    # At most one queued-or-running job per dedupe hash, even when two processes insert at the same moment.
+    __table_args__ = (
+        Index("uq_remit_job_in_flight", "dedupe_sha256", unique=True, sqlite_where=text(REMIT_JOB_IN_FLIGHT),
+              postgresql_where=text(REMIT_JOB_IN_FLIGHT)),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20), default="queued")  # queued | running | done | error
-    dedupe_key: Mapped[str | None] = mapped_column(String(600), index=True)
+    dedupe_sha256: Mapped[str | None] = mapped_column(String(64))  # hex SHA-256 of the dedupe key
+    # The lease: the queue (host:pid:random) that runs the job, renewed while it is queued or running.
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires: Mapped[datetime | None] = mapped_column(AwareDateTime())
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)

@@ -1,5 +1,4 @@
-"""Servers and long-running commands: a taken port is one line and exit 5, bad PTGUARD_* numbers are exit 5 for
-`serve` only, and Ctrl-C / SIGTERM stop them cleanly even when started from a background shell (SIGINT ignored)."""
+"""Servers: a taken port (and, for serve, a bad PTGUARD_* number) is exit 5; Ctrl-C / SIGTERM stop them cleanly."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Intake robustness: one bad file never stops a batch, failures free the file for a retry and set the exit code,
-implausible 835 dates are data-quality problems, and a file repeating itself is counted once."""
+"""Intake robustness: bad files, retries and exit codes, implausible dates as warnings, repeats counted once."""
 
 from __future__ import annotations
 
@@ -85,14 +84,27 @@ def test_implausible_service_dates_are_noted_on_the_claim(segment: str, why: str
     read = read_835(interchange([lines]), "x.835")
     (c,) = read.claims
     assert c.service_lines[0].service_date is None
-    assert len(c.data_quality) == 1 and why in c.data_quality[0]
-    assert any("claim C1" in w and "implausible" in w for w in read.warnings)
+    noted = [w for w in read.warnings if "implausible" in w]
+    assert len(noted) == 1 and "claim C1" in noted[0] and why in noted[0] and segment[8:] in noted[0]
 
 
 def test_a_plausible_recent_date_is_kept() -> None:
     read = read_835(interchange([claim("C1", "4", "100", "0", "CCN1")]), "x.835")
     assert read.claims[0].service_lines[0].service_date == date(2026, 11, 2)
-    assert read.claims[0].data_quality == [] and read.remittances[0].data_quality == []
+    assert read.remittances[0].interchange_date is not None
+    assert not [w for w in read.warnings if "implausible" in w or "group date" in w]
+
+
+@pytest.mark.parametrize(("gs04", "why"), [("99991231", "implausible (after 2100)"), ("20261345", "not a calendar")])
+def test_an_implausible_or_unreadable_group_date_is_a_warning_too(gs04: str, why: str) -> None:
+    text = interchange([claim("C1", "4", "100", "0", "CCN1")]).decode()
+    gs = next(seg for seg in text.split("~") if seg.strip().startswith("GS*"))
+    elements = gs.split("*")
+    elements[4] = gs04
+    read = read_835(text.replace(gs, "*".join(elements)).encode(), "x.835")
+    assert read.ok and read.remittances[0].interchange_date is None
+    noted = [w for w in read.warnings if "group date" in w]
+    assert len(noted) == 1 and gs04 in noted[0] and why in noted[0] and "not used" in noted[0], read.warnings
 
 
 # ---------------------------------------------------------------------------- unexpected errors
