@@ -26,7 +26,7 @@ from ptguard.remit.matching import claim_id_systems
 from ptguard.remit.watch import MAX_FILE_BYTES, PROCESSED, QUARANTINE, scan_once
 from ptguard.remit.worklist import STATUSES, list_work_items
 from ptguard.rules.criteria_files import require_payer
-from ptguard.serving import stop_signals
+from ptguard.serving import install_stop_signals, stop_signals
 
 TOKEN_ENV = "PTGUARD_FHIR_TOKEN"  # noqa: S105 - the variable name, not a secret
 _SKIP_DIRS = frozenset({PROCESSED, QUARANTINE})
@@ -128,6 +128,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     systems = tuple(claim_id_systems(settings.extra))
     results: list[ImportResult] = []
     client = _client(args)
+    restore = install_stop_signals()  # SIGTERM (and Ctrl-C from a background shell) stop the batch: exit 130
     try:
         for n, path in enumerate(files, start=1):
             try:
@@ -154,6 +155,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
                 line += f" — {result.message}"
             sys.stderr.write(line + "\n")
     finally:
+        restore()
         if client is not None:
             client.close()
     summary = summarise(results)

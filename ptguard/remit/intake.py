@@ -641,6 +641,9 @@ def _import_835(
     try:
         pending, reversals = _process(read, data, sha, name, result, fhir=fhir, index=index, today=today,
                                       systems=claim_id_systems, payer_map=payer_map, say=say)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: free the file for the next run at once, then stop
+        _release_interrupted(db_url, row_id, owner, errors)
+        raise
     except Exception as exc:  # any failure marks the file failed and frees it for a retry
         return _failed(db_url, row_id, owner, result, errors, exc)
     # 4. store the worklist and the outcome in one transaction
@@ -661,6 +664,9 @@ def _import_835(
             stored = s.get(RemitFile, row_id)
             if stored is not None:
                 stored.summary = {k: v for k, v in result.to_dict().items() if k not in ("errors", "warnings")}
+    except KeyboardInterrupt:  # the transaction rolled back: nothing stored
+        _release_interrupted(db_url, row_id, owner, errors)
+        raise
     except Exception as exc:  # the transaction rolled back: nothing stored, the file is retryable
         result.work_items_created = result.work_items_existing = result.work_items_closed = 0
         return _failed(db_url, row_id, owner, result, errors, exc)
@@ -688,6 +694,15 @@ def _failed(db_url: str, row_id: str, owner: str, result: ImportResult, errors: 
     return result
 
 
+def _release_interrupted(db_url: str, row_id: str, owner: str, errors: list[str]) -> None:
+    """An import stopped by Ctrl-C/SIGTERM: mark it failed (retryable) so the next run need not wait for the lease."""
+    try:
+        with session_scope(db_url) as s:
+            _finish(s, row_id, owner, status="failed", errors=[*errors, "interrupted before it finished; nothing stored"])
+    except Exception as exc:  # the lease then runs out on its own
+        log.error("could not release the interrupted 835 import (%s)", type(exc).__name__)
+
+
 def _debug() -> bool:
     return bool(os.environ.get("PTGUARD_DEBUG"))
 
@@ -707,13 +722,19 @@ def _failure(exc: BaseException, what: str, *, retryable: bool = False) -> tuple
     return (f"{message}, the file can be imported again" if retryable else message), INTERNAL_ERROR
 
 
+IN_PROGRESS_EXIT = 75  # EX_TEMPFAIL: another process is importing a file right now
+
+
 def import_exit_code(results: list[ImportResult]) -> int:
     """0 ran (quarantined files included), 6 a file failed on the FHIR server, else the first failure's code
-    (5 database, 74 unreadable file, 70 unexpected), 2 when nothing at all could be read (README's table)."""
+    (5 database, 74 unreadable file, 70 unexpected), 75 a file another process is importing, 2 when nothing at
+    all could be read (README's table)."""
     failed = [r for r in results if r.status == "failed"]
     if failed:
         codes = [r.failure_exit_code or INTERNAL_ERROR for r in failed]
         return 6 if 6 in codes else codes[0]
+    if any(r.status == IN_PROGRESS for r in results):
+        return IN_PROGRESS_EXIT  # another process holds a file: nothing was done with it, try again later
     return 0 if any(r.readable for r in results) else 2
 
 
