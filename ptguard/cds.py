@@ -443,8 +443,7 @@ def read_prefetch(request: CdsRequest) -> PrefetchRead:
                 out.notes.append(
                     data_quality(
                         "prefetch-unusable",
-                        f"{_located(first)}: {first.message.removesuffix('; skipped').removesuffix('; nothing read')}"
-                        "; nothing usable, fetched instead",
+                        f"{_located(first)}: {first.data.get('reason', first.message)}; nothing usable, fetched instead",
                         where,
                         severity="warning",
                     )

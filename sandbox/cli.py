@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from ptguard.errors import PtguardError
+from ptguard.errors import ConfigError, PtguardError
 from ptguard.serving import PortInUseError, check_port_free, port_in_use_message, stop_signals
 from sandbox.fhir_server import DEFAULT_BASE_PATH, FhirServerProcess
 
@@ -116,7 +116,7 @@ def run_auth(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 f"ptguard sandbox auth: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
                 file=sys.stderr,
             )
-            return 5
+            return ConfigError.exit_code
         try:
             ready = {"ready": True, "url": server.url, "fhir_base": server.fhir_base, "protects": args.fhir}
             out.write(json.dumps(ready) + "\n")

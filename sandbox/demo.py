@@ -11,21 +11,19 @@ import json
 import logging
 import os
 import secrets
-import signal
 import socket
 import sys
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, TextIO
 
 import requests
 
 from ptguard.errors import ConfigError, PtguardError
-from ptguard.serving import PortInUseError, check_ports_free
+from ptguard.serving import PortInUseError, check_ports_free, stop_signals
 from sandbox.fhir_server import FhirServerProcess
 
 log = logging.getLogger("sandbox.demo")
@@ -91,6 +89,22 @@ class DemoStack:
     _handlers: list[logging.Handler] = field(default_factory=list)
     _saved_levels: dict[str, tuple[int, bool]] = field(default_factory=dict)
     _lock_fd: int | None = None
+    _prepared: bool = False
+
+    def prepare(self) -> None:
+        """Lock the var dir, then check the ports (before anything in the var dir is touched); done once until stop().
+
+        start() prepares when not done yet; a caller that reports these errors apart (`ptguard demo`) calls it first.
+        """
+        if self._prepared:
+            return
+        self.acquire()
+        try:
+            self.check_ports()
+        except BaseException:
+            self.release()
+            raise
+        self._prepared = True
 
     def acquire(self) -> None:
         """Lock the var dir for this demo (creating it and `demo.lock` if needed, nothing else); safe to call twice.
@@ -119,6 +133,7 @@ class DemoStack:
 
     def release(self) -> None:
         """Unlock the var dir (the lock file stays: removing it would let two demos lock different files)."""
+        self._prepared = False
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
@@ -177,9 +192,8 @@ class DemoStack:
     def start(self) -> DemoUrls:
         """Bring everything up and wait until each part answers; `startup_seconds` says how long it took."""
         started = time.monotonic()
-        self.acquire()
+        self.prepare()
         try:
-            self.check_ports()
             self._setup_logging()
             urls = self._start(started)
         except BaseException:
@@ -460,14 +474,6 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-class _StopRequestedError(Exception):
-    """Raised in the main thread by SIGTERM."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _StopRequestedError
-
-
 def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run the demo in the foreground until Ctrl-C / SIGTERM; returns an exit code."""
     out = out or sys.stdout
@@ -481,53 +487,51 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
         external_fhir=args.fhir,
         load=not args.no_load,
     )
-    on_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main else None
-    # A shell starting us in the background leaves SIGINT ignored; Ctrl-C (or kill -INT) must still stop the demo.
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler) if on_main else None
+    # Ctrl-C and SIGTERM stop the demo, also when a shell started it in the background (SIGINT ignored).
+    with stop_signals():
+        try:
+            return _run_stack(stack, args, out)
+        except KeyboardInterrupt:
+            out.write("ptguard demo: stopping…\n")
+            out.flush()
+            return 0
+        finally:
+            stack.stop()
+
+
+def _run_stack(stack: DemoStack, args: argparse.Namespace, out: TextIO) -> int:
+    """Start the stack, say where to go, and wait until interrupted or the FHIR server stops."""
     try:
-        try:
-            stack.acquire()  # before anything in the var dir is touched
-            stack.check_ports()
-        except PtguardError as exc:
-            print(f"ptguard demo: {exc.one_line()}", file=sys.stderr)
-            return exc.exit_code
-        try:
-            urls = stack.start()
-        except PtguardError as exc:
-            print(f"ptguard demo: {exc.one_line()} (logs in {args.var_dir}/)", file=sys.stderr)
-            return exc.exit_code
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:  # taken between the check and the bind
-                if args.port:
-                    print(
-                        f"ptguard demo: one of ports {args.port}-{args.port + 3} on {args.host} was taken meanwhile;"
-                        " choose another with --port",
-                        file=sys.stderr,
-                    )
-                else:
-                    print("ptguard demo: a free port it picked was taken meanwhile; start it again", file=sys.stderr)
-                return PortInUseError.exit_code
-            if isinstance(exc.filename, str):
-                print(f"ptguard demo: cannot read or write {exc.filename} ({exc.strerror})", file=sys.stderr)
-                return 74
-            print(f"ptguard demo: cannot start ({exc.strerror or type(exc).__name__})", file=sys.stderr)
+        stack.prepare()  # the lock, then the ports: before anything in the var dir is touched
+    except PtguardError as exc:
+        print(f"ptguard demo: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    try:
+        urls = stack.start()
+    except PtguardError as exc:
+        print(f"ptguard demo: {exc.one_line()} (logs in {args.var_dir}/)", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:  # taken between the check and the bind
+            if args.port:
+                print(
+                    f"ptguard demo: one of ports {args.port}-{args.port + 3} on {args.host} was taken meanwhile;"
+                    " choose another with --port",
+                    file=sys.stderr,
+                )
+            else:
+                print("ptguard demo: a free port it picked was taken meanwhile; start it again", file=sys.stderr)
+            return PortInUseError.exit_code
+        if isinstance(exc.filename, str):
+            print(f"ptguard demo: cannot read or write {exc.filename} ({exc.strerror})", file=sys.stderr)
+            return 74
+        print(f"ptguard demo: cannot start ({exc.strerror or type(exc).__name__})", file=sys.stderr)
+        return 1
+    out.write(f"ptguard demo ready in {stack.startup_seconds or 0:.1f} s — open {urls.simulator}\n")
+    out.write(f"  logs and URLs: {args.var_dir}/ (demo.json); Ctrl-C stops everything\n")
+    out.flush()
+    while True:
+        time.sleep(0.5)
+        if stack.fhir is not None and not stack.fhir.running:
+            print(f"ptguard demo: the FHIR server stopped (see {args.var_dir}/fhir-server.log)", file=sys.stderr)
             return 1
-        out.write(f"ptguard demo ready in {stack.startup_seconds or 0:.1f} s — open {urls.simulator}\n")
-        out.write(f"  logs and URLs: {args.var_dir}/ (demo.json); Ctrl-C stops everything\n")
-        out.flush()
-        while True:
-            time.sleep(0.5)
-            if stack.fhir is not None and not stack.fhir.running:
-                print(f"ptguard demo: the FHIR server stopped (see {args.var_dir}/fhir-server.log)", file=sys.stderr)
-                return 1
-    except (KeyboardInterrupt, _StopRequestedError):
-        out.write("ptguard demo: stopping…\n")
-        out.flush()
-        return 0
-    finally:
-        stack.stop()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if previous_int is not None:
-            signal.signal(signal.SIGINT, previous_int)

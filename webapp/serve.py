@@ -123,6 +123,7 @@ def resolve_settings(args: argparse.Namespace) -> None:
     """Fill --port, --workers and --threads from PTGUARD_PORT / PTGUARD_WORKERS / PTGUARD_THREADS when not given.
 
     Read here, when `serve` runs, not while the CLI is built: a bad value must not break the other commands.
+    The range of --port is checked with the port itself (ptguard.serving.check_port_free).
     """
     if args.port is None:
         args.port = _env_int("PTGUARD_PORT", 8000, low=0, high=65535, what="a port number (0-65535)")
@@ -130,8 +131,6 @@ def resolve_settings(args: argparse.Namespace) -> None:
         args.workers = _env_int("PTGUARD_WORKERS", 2, low=1, high=1024, what="a number of workers (1 or more)")
     if args.threads is None:
         args.threads = _env_int("PTGUARD_THREADS", 4, low=1, high=1024, what="a number of threads (1 or more)")
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port {args.port} is not a port number (0-65535)")
     if args.workers < 1 or args.threads < 1:
         raise ConfigError("--workers and --threads must be 1 or more")
 

@@ -8,10 +8,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
+
 from ptguard.errors import InputError
 from ptguard.fhir import codes
 from ptguard.fhir.dates import parse_date
-from ptguard.fhir.load import Resource
+from ptguard.fhir.load import Resource, json_kind
 from ptguard.fhir.refs import ResourceIndex, ref_string
 from ptguard.findings import Finding, data_quality
 from ptguard.rules.tables import table
@@ -22,8 +24,11 @@ ADJUDICATION = "http://terminology.hl7.org/CodeSystem/adjudication"
 REVIEW_ACTION_SUFFIX = "extension-reviewAction"
 X12_306 = "https://codesystem.x12.org/005010/306"
 Path_ = Literal["appeal", "reopen", "resubmit", "none"]
-_PAID_CATEGORIES = frozenset({"benefit", "paidtoprovider", "paidtopatient", "payment", "paid"})
+# In order of preference when the totals carry several (paid to the patient only when nothing else says).
+_PAID_CATEGORIES = ("benefit", "paidtoprovider", "payment", "paid", "paidtopatient")
 _SUBMITTED_CATEGORIES = frozenset({"submitted"})
+# The denial category (carc.yaml `categories`) of a claim the payer denied whose lines could not be read.
+LINES_UNREADABLE = "lines-unreadable"
 _DENIAL_CATEGORIES = frozenset({"denialreason", "rejectreason", "adjustmentreason", "noncovered"})
 _REVIEW_ACTIONS = {
     "A1": "certified",
@@ -329,7 +334,7 @@ def _line(
         cats = _category_codes(adj)
         if cats & _SUBMITTED_CATEGORIES and submitted is None:
             submitted = _amount(adj)
-        elif cats & _PAID_CATEGORIES and paid is None:
+        elif cats.intersection(_PAID_CATEGORIES) and paid is None:
             paid = _amount(adj)
         reasons.extend(_reasons_from_adjudication(adj))
     if submitted is None and claim_item is not None:
@@ -360,10 +365,14 @@ def _objects(value: Any, where: str, problems: list[str]) -> list[dict[str, Any]
 
 
 def _kind(value: Any) -> str:
+    """The JSON kind of a misshapen element, with the start of its text: `a string "x"`, `null`."""
     if value is None:
-        return "null"
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
-    return f"{type(value).__name__} {text[:30]}"
+        return json_kind(value)
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return f"{json_kind(value)} {text[:30]}"
 
 
 _DENIAL_WORDS = re.compile(
@@ -380,12 +389,13 @@ def _denial_signal(resource: Resource, outcome: str | None, claim_reasons: list[
         short = disposition if len(disposition) <= 90 else disposition[:90].rsplit(" ", 1)[0] + " …"
         return f'the disposition "{short}"'
     totals: dict[str, float] = {}
-    for t in resource.get("total") or [] if isinstance(resource.get("total"), list) else []:
+    total = resource.get("total")
+    for t in total if isinstance(total, list) else []:
         if isinstance(t, dict) and (amount := _amount(t)) is not None:
             for cat in _category_codes(t):
                 totals.setdefault(cat, amount)
     submitted = totals.get("submitted")
-    paid = next((totals[c] for c in ("benefit", "paidtoprovider", "payment", "paid") if c in totals), None)
+    paid = next((totals[c] for c in _PAID_CATEGORIES if c in totals), None)
     if submitted is not None and paid is not None and submitted > 0 and paid < submitted:
         return f"the totals ({paid:g} paid of {submitted:g} submitted)"
     carcs = [r for r in claim_reasons if r.kind == "CARC" and r.group != "PR"]
@@ -549,7 +559,7 @@ def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint
         # The payer says denied, but which lines and why cannot be read: never "nothing to appeal".
         denied, lines_unreadable = True, True
         if not claim_reasons:
-            category, path = "lines-unreadable", "appeal"
+            category, path = LINES_UNREADABLE, "appeal"
         why = (
             f"{signal[0].upper()}{signal[1:]} says the claim was denied or cut, but its lines could not be read "
             f"({unreadable}): ptguard cannot tell which services were denied or why. Read the payer's remittance "
@@ -563,7 +573,6 @@ def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint
                 f"No readable line was denied or reduced, but part of the adjudication could not be read "
                 f"({unreadable}): check the payer's remittance before concluding there is nothing to appeal."
             )
-    labels.setdefault("lines-unreadable", "Lines could not be read")
     patient = resource.get("patient")
     identifiers = {
         str(i.get("system")): str(i.get("value"))

@@ -139,10 +139,9 @@ def fetch(
                 seen.add(f"{res['resourceType']}/{res['id']}")
 
     def add(resources: list[Resource]) -> None:
+        # Every copy goes to the loader, one of `have` included: it keeps the newer of two that differ (merge, later).
         for res in resources:
             key = f"{res.get('resourceType')}/{res.get('id')}"
-            if key in seen:
-                continue
             seen.add(key)
             result.load.add(res, f"{client.base_url}/{key}")
 
@@ -214,16 +213,11 @@ def _missing_references(resources: list[Resource], seen: set[str]) -> set[str]:
 
 
 def merge(*loads: LoadResult) -> LoadResult:
-    """Several loads as one (prefetch plus fetched), keeping the first copy of each Type/id."""
+    """Several loads as one (prefetch plus fetched): a resource in more than one is read once, as the loader does.
+
+    Identical copies are dropped; copies that differ keep the later meta.lastUpdated, with a data-quality finding.
+    """
     out = LoadResult(source=", ".join(x.source for x in loads))
-    seen: set[str] = set()
     for load in loads:
-        for res, url in zip(load.resources, load.full_urls, strict=False):
-            key = f"{res.get('resourceType')}/{res.get('id')}" if res.get("id") else None
-            if key and key in seen:
-                continue
-            if key:
-                seen.add(key)
-            out.add(res, url)
-        out.findings.extend(load.findings)
+        out.extend(load)
     return out

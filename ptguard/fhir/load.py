@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import orjson
 
 from ptguard.errors import InputError, UnsupportedVersionError
 from ptguard.fhir.dates import parse_datetime
-from ptguard.findings import Finding, data_quality
+from ptguard.findings import Finding, Severity, data_quality
 
 Resource = dict[str, Any]
 
@@ -55,6 +55,7 @@ _R5_CODES: dict[str, dict[str, frozenset[str]]] = {
     "Encounter": {"status": frozenset({"completed", "discharged", "on-hold", "discontinued"})},
 }
 # Findings of a Bundle's entries that could not be used (skipped), as opposed to notes about usable data.
+# Each carries `data["reason"]`: why, without what the loader then did ("; skipped", "; nothing read").
 SKIPPED_ENTRY_FINDINGS = frozenset(
     {"data-quality.bad-bundle", "data-quality.bad-entry", "data-quality.not-a-resource", "data-quality.r5-resource"}
 )
@@ -181,14 +182,37 @@ def parse_json_bytes(raw: bytes, source: str) -> Any:
         raise InputError(f"malformed JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", where=source) from None
 
 
+def json_kind(value: Any) -> str:
+    """What kind of JSON value this is, in words for a message: null, true/false, a number, a string, an array…"""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "value"
+
+
+def _skipped(ident: str, reason: str, done: str, where: str, *, severity: Severity = "info") -> Finding:
+    """A finding about input that could not be used: `reason; done` as its message, the reason alone in its data."""
+    finding = data_quality(ident, f"{reason}{done}", where, severity=severity)
+    return replace(finding, data={"reason": reason})
+
+
 def _add_resource(result: LoadResult, item: Any, where: str, full_url: str | None = None) -> None:
     if not isinstance(item, dict) or not isinstance(item.get("resourceType"), str):
-        result.findings.append(data_quality("not-a-resource", "entry has no resourceType; skipped", where))
+        result.findings.append(_skipped("not-a-resource", "entry has no resourceType", "; skipped", where))
         return
     reason = r5_reason(item)
     if reason:
         result.findings.append(
-            data_quality("r5-resource", f"{reason}; ptguard reads FHIR R4 only, skipped", where, severity="warning")
+            _skipped("r5-resource", f"{reason}; ptguard reads FHIR R4 only", ", skipped", where, severity="warning")
         )
         return
     if item["resourceType"] == "Bundle":
@@ -204,12 +228,12 @@ def _add_bundle(result: LoadResult, bundle: Resource, where: str) -> None:
     if entries is None:
         return
     if not isinstance(entries, list):
-        result.findings.append(data_quality("bad-bundle", "Bundle.entry is not a list; nothing read", where))
+        result.findings.append(_skipped("bad-bundle", "Bundle.entry is not a list", "; nothing read", where))
         return
     for i, entry in enumerate(entries):
         ewhere = f"{where} entry[{i}]"
         if not isinstance(entry, dict):
-            result.findings.append(data_quality("bad-entry", "Bundle entry is not an object; skipped", ewhere))
+            result.findings.append(_skipped("bad-entry", "Bundle entry is not an object", "; skipped", ewhere))
             continue
         resource = entry.get("resource")
         if resource is None:
@@ -263,8 +287,7 @@ def load_json_value(value: Any, source: str) -> LoadResult:
             data_quality("not-fhir", f"JSON object is not a FHIR resource (keys: {keys}); {what}", source)
         )
     else:
-        kind = {type(None): "null", bool: "true/false", int: "a number", float: "a number", str: "a string", list: "an array"}
-        raise InputError(f"JSON {kind.get(type(value), 'value')} is not a FHIR resource", where=source)
+        raise InputError(f"JSON {json_kind(value)} is not a FHIR resource", where=source)
     return result
 
 
@@ -388,6 +411,7 @@ __all__ = [
     "SKIPPED_ENTRY_FINDINGS",
     "LoadResult",
     "Resource",
+    "json_kind",
     "load_bytes",
     "load_json_value",
     "load_many",

@@ -28,9 +28,20 @@ def label(resource: Resource) -> str:
 
 
 class ResourceIndex:
-    """Every resource of a load, reachable by Type/id, fullUrl or urn:uuid, and by type."""
+    """Every resource of a load, reachable by Type/id, fullUrl or urn:uuid, and by type.
 
-    def __init__(self, resources: Iterable[Resource], full_urls: Iterable[str | None] | None = None) -> None:
+    Built from a raw list (say, the pages of a server search, where an _include'd resource recurs), another copy of
+    a resource already indexed (same Type/id or fullUrl) is read once. `from_load` skips that check: the loader
+    (LoadResult.add) has already read each resource once and chosen between differing copies.
+    """
+
+    def __init__(
+        self,
+        resources: Iterable[Resource],
+        full_urls: Iterable[str | None] | None = None,
+        *,
+        deduplicate: bool = True,
+    ) -> None:
         self._by_key: dict[str, Resource] = {}
         self._by_type: dict[str, list[Resource]] = defaultdict(list)
         self._label: dict[int, str] = {}
@@ -39,10 +50,8 @@ class ResourceIndex:
             rtype = str(res.get("resourceType"))
             full_url = urls[i] if i < len(urls) else None
             rid = res.get("id")
-            if any(self._by_key.get(k, res) is not res for k in identity_keys(res, full_url)):
-                # Another copy of this resource (same Type/id or fullUrl) is indexed already: read it once.
-                # LoadResult.add has chosen between differing copies and said so; this keeps direct callers safe.
-                continue
+            if deduplicate and any(self._by_key.get(k, res) is not res for k in identity_keys(res, full_url)):
+                continue  # another copy of this resource is indexed already: read it once
             self._by_type[rtype].append(res)
             if isinstance(rid, str) and rid:
                 self._by_key.setdefault(f"{rtype}/{rid}", res)
@@ -57,7 +66,7 @@ class ResourceIndex:
 
     @classmethod
     def from_load(cls, result: LoadResult) -> ResourceIndex:
-        return cls(result.resources, result.full_urls)
+        return cls(result.resources, result.full_urls, deduplicate=False)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._by_type.values())

@@ -112,14 +112,8 @@ def _resolve(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], tuple[str, ...]]:
     if payer in chain:
         raise RuleFileError(f"'extends' forms a cycle: {' → '.join((*chain, payer))}", where=str(directory))
-    if not PAYER_ID.fullmatch(payer):
-        raise NotFoundError(
-            f"{payer!r} is not a payer id (lower-case letters, digits and '-'); known: {', '.join(available_payers(directory))}"
-        )
+    require_payer(payer, directory)
     path = directory / f"{payer}.yaml"
-    if not path.is_file():
-        known = ", ".join(available_payers(directory)) or "none"
-        raise NotFoundError(f"no criteria file for payer {payer!r}; known payers: {known}", where=str(directory))
     data = read_criteria_file(path)
     if data["payer"] != payer:
         raise RuleFileError(f"$.payer: {data['payer']!r} does not match the file name", where=str(path))
@@ -127,7 +121,10 @@ def _resolve(
     crits: list[dict[str, Any]] = []
     files: tuple[str, ...] = ()
     if data.get("extends"):
-        merged, crits, files = _resolve(data["extends"], directory, (*chain, payer))
+        try:
+            merged, crits, files = _resolve(data["extends"], directory, (*chain, payer))
+        except NotFoundError as exc:
+            raise NotFoundError(exc.message, where=exc.where or f"{path} $.extends") from None
     for key, value in data.items():
         if key != "criteria":
             merged[key] = value
@@ -192,10 +189,12 @@ def require_payer(payer: str, directory: Path | None = None) -> str:
         from ptguard.config import load_settings
 
         directory = load_settings().criteria_dir
-    if not known_payer(payer, directory):
-        known = ", ".join(available_payers(directory)) or "none"
-        raise NotFoundError(f"unknown payer id {payer[:40]!r}; known payers: {known}")
-    return payer
+    if known_payer(payer, directory):
+        return payer
+    known = ", ".join(available_payers(directory)) or "none"
+    if not PAYER_ID.fullmatch(payer):
+        raise NotFoundError(f"{payer[:40]!r} is not a payer id (lower-case letters, digits and '-'); known: {known}")
+    raise NotFoundError(f"unknown payer id {payer!r}; known payers: {known}")
 
 
 def known_payer(payer: str, directory: Path = DEFAULT_CRITERIA_DIR) -> bool:

@@ -292,3 +292,20 @@ def test_fetch_logs_name_the_interaction_not_ids_or_search_values(caplog: pytest
         assert shape in joined, messages
     for leak in ("okonkwo", "enc-", "pat-", "ehr.test", "page=2", "encounter="):
         assert leak not in caplog.text, leak
+
+
+@pytest.mark.parametrize(
+    ("broken", "expect"),
+    [
+        (BROKEN_BUNDLES[0], "prefetch.procedures: Bundle.entry is not a list; nothing usable, fetched instead"),
+        (BROKEN_BUNDLES[1], "prefetch.procedures entry[0]: Bundle entry is not an object; nothing usable, fetched instead"),
+        (BROKEN_BUNDLES[3], "prefetch.procedures entry[0]: entry has no resourceType; nothing usable, fetched instead"),
+    ],
+)
+def test_an_unusable_prefetch_bundle_note_gives_the_loaders_reason(broken: Any, expect: str) -> None:
+    from ptguard.cds import CdsRequest, read_prefetch
+
+    request = CdsRequest(SIGN, "i-1", {}, FHIR, None, {"procedures": broken})
+    read = read_prefetch(request)
+    assert "procedures" not in read.satisfied
+    assert [n.message for n in read.notes if n.id == "data-quality.prefetch-unusable"] == [expect]

@@ -12,7 +12,7 @@ import pytest
 
 from ptguard.appeals.assemble import assemble
 from ptguard.appeals.gather import build_source
-from ptguard.denials.decode import decode
+from ptguard.denials.decode import LINES_UNREADABLE, carc_table, decode
 from ptguard.errors import InputError
 from ptguard.fhir.load import load_json_value, load_path
 from ptguard.remit.denial_output import describe_file
@@ -47,9 +47,10 @@ def test_the_untouched_fixture_is_a_readable_denial() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "expect"),
     [
-        ("item", "x", 'ClaimResponse.item is str "x", not a list'),
+        ("item", "x", 'ClaimResponse.item is a string "x", not a list'),
         ("item", [None, 5, "x"], "ClaimResponse.item[0] is null, not an object"),
-        ("item", {"itemSequence": 1}, "ClaimResponse.item is dict"),
+        ("item", {"itemSequence": 1}, 'ClaimResponse.item is an object {"itemSequence":1}, not a list'),
+        ("item", [True, 2.5, [1]], "ClaimResponse.item[0] is true/false true, not an object"),
     ],
 )
 def test_unreadable_items_on_a_denied_claim_are_not_no_denial(
@@ -76,7 +77,7 @@ def test_item_adjudication_not_a_list(tmp_path: Path) -> None:
     (d,) = describe_file(_write(tmp_path, cr), today=TODAY)
     validate(d, "denial-output")
     assert d["denied"] and d["lines_unreadable"]
-    assert "ClaimResponse.item[0].adjudication is str" in d["data_quality"][0]["message"]
+    assert 'ClaimResponse.item[0].adjudication is a string "x"' in d["data_quality"][0]["message"]
     assert ": nothing to appeal" not in d["why"]
 
 
@@ -86,7 +87,7 @@ def test_claim_level_adjudication_not_a_list_is_noted(tmp_path: Path) -> None:
     (d,) = describe_file(_write(tmp_path, cr), today=TODAY)
     validate(d, "denial-output")
     assert d["denied"] and d["category"] == "medical-necessity"  # the lines are still read
-    assert [f["message"] for f in d["data_quality"]] == ['ClaimResponse.adjudication is str "x", not a list; '
+    assert [f["message"] for f in d["data_quality"]] == ['ClaimResponse.adjudication is a string "x", not a list; '
                                                          "none of it could be read"]
 
 
@@ -149,3 +150,26 @@ def test_fixtures_still_decode_without_notes() -> None:
         for res in load_path(path).resources:
             if res["resourceType"] in {"ClaimResponse", "ExplanationOfBenefit"}:
                 assert decode(res).data_quality == [], path.name
+
+
+def test_lines_unreadable_is_a_category_of_carc_yaml() -> None:
+    cr = {"resourceType": "ClaimResponse", "id": "q", "outcome": "partial", "item": [None]}
+    d = decode(cr)
+    assert d.category == LINES_UNREADABLE and d.path == "appeal"
+    (entry,) = [c for c in carc_table()["categories"] if c["id"] == LINES_UNREADABLE]
+    assert d.category_label == entry["label"] == "Lines could not be read"
+
+
+@pytest.mark.parametrize(
+    ("paid", "denied"),
+    [
+        ([("paidtoprovider", 40)], True),
+        ([("paidtopatient", 100)], False),  # the payer paid the patient in full
+        ([("benefit", 100), ("paidtopatient", 0)], False),  # the benefit says; paid to the patient only when alone
+    ],
+)
+def test_totals_read_the_paid_categories_in_order(paid: list[tuple[str, int]], denied: bool) -> None:
+    totals = [{"category": {"coding": [{"code": "submitted"}]}, "amount": {"value": 100}}]
+    totals += [{"category": {"coding": [{"code": c}]}, "amount": {"value": v}} for c, v in paid]
+    cr = {"resourceType": "ClaimResponse", "id": "q", "outcome": "complete", "item": [None], "total": totals}
+    assert decode(cr).lines_unreadable is denied

@@ -7,8 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import responses
+
 from ptguard.appeals.gather import load_files
 from ptguard.check import run_check
+from ptguard.fhir.client import FhirClient
+from ptguard.fhir.fetch import fetch, merge
 from ptguard.fhir.load import LoadResult, load_json_value, load_many
 from ptguard.fhir.refs import ResourceIndex
 from tests.conftest import FIXTURES
@@ -132,3 +136,52 @@ def test_extend_keeps_the_origin_of_each_part() -> None:
     assert [r["gender"] for r in merged.resources] == ["male"]
     (finding,) = _dup_findings(merged.findings)
     assert "one.json" in finding.message and "two.json" in finding.message
+
+
+def _patient(last_updated: str, gender: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": "p9", "meta": {"lastUpdated": last_updated}, "gender": gender}
+
+
+def test_merge_keeps_a_newer_server_copy_over_an_older_prefetch_copy_and_says_so() -> None:
+    prefetch = LoadResult(source="prefetch")
+    prefetch.add(_patient("2026-11-01T00:00:00Z", "female"))
+    fetched = LoadResult(source="https://ehr.test/fhir")
+    fetched.add(_patient("2026-11-03T00:00:00Z", "other"), "https://ehr.test/fhir/Patient/p9")
+    merged = merge(prefetch, fetched)
+    assert [r["gender"] for r in merged.resources] == ["other"]
+    assert merged.full_urls == ["https://ehr.test/fhir/Patient/p9"]
+    (finding,) = _dup_findings(merged.findings)
+    assert "Patient/p9" in finding.message
+    assert "used the copy from https://ehr.test/fhir (later meta.lastUpdated)" in finding.message
+    assert "prefetch" in finding.message.split("used")[0]
+
+
+def test_merge_reads_identical_copies_once_without_a_finding() -> None:
+    one, two = LoadResult(source="prefetch"), LoadResult(source="server")
+    one.add(_patient("2026-11-01T00:00:00Z", "female"))
+    two.add(_patient("2026-11-01T00:00:00Z", "female"))
+    merged = merge(one, two)
+    assert len(merged.resources) == 1
+    assert not _dup_findings(merged.findings)
+
+
+@responses.activate
+def test_a_fetched_copy_of_a_resource_already_held_reaches_merge() -> None:
+    base = "https://ehr.test/fhir"
+    responses.get(f"{base}/Patient/p9", json=_patient("2026-11-03T00:00:00Z", "other"))
+    have = LoadResult(source="prefetch")
+    have.add(_patient("2026-11-01T00:00:00Z", "female"))
+    with FhirClient(base, retries=0) as client:
+        result = fetch(client, [("patient", "Patient/p9", None)], have=have, follow=False)
+    assert result.complete and not result.findings
+    merged = merge(have, result.load)
+    assert [r["gender"] for r in merged.resources] == ["other"]
+    assert len(_dup_findings(merged.findings)) == 1
+
+
+def test_resource_index_from_a_load_indexes_what_the_loader_kept() -> None:
+    result = load_json_value([_patient("2026-11-01T00:00:00Z", "female"), _patient("2026-11-02T00:00:00Z", "male")], "x")
+    index = ResourceIndex.from_load(result)
+    assert len(index) == 1
+    patient = index.get("Patient", "p9")
+    assert patient is not None and patient["gender"] == "male"

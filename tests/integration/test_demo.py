@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -277,3 +278,39 @@ def test_demo_lock_in_process_refuses_a_second_stack_before_touching_anything(tm
         first.release()
     second.acquire()  # free once released
     second.release()
+
+
+def test_run_demo_locks_and_checks_the_ports_once_and_restores_the_signal_handlers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ptguard.cli import build_parser
+    from ptguard.errors import PtguardError
+    from sandbox.demo import DemoStack, run_demo
+
+    calls: list[str] = []
+    real_acquire, real_check = DemoStack.acquire, DemoStack.check_ports
+
+    def acquire(self: DemoStack) -> None:
+        calls.append("acquire")
+        real_acquire(self)
+
+    def check_ports(self: DemoStack) -> None:
+        calls.append("check_ports")
+        real_check(self)
+
+    def fail(self: DemoStack, started: float) -> Any:
+        calls.append("start")
+        raise PtguardError("stopped here by the test")
+
+    monkeypatch.setattr(DemoStack, "acquire", acquire)
+    monkeypatch.setattr(DemoStack, "check_ports", check_ports)
+    monkeypatch.setattr(DemoStack, "_start", fail)
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    args = build_parser().parse_args(["demo", "--var-dir", str(tmp_path)])
+    assert run_demo(args) == 1
+    assert calls == ["acquire", "check_ports", "start"]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    second = DemoStack(var_dir=tmp_path)
+    second.acquire()  # released on the way out
+    second.release()
+

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ptguard.errors import NotFoundError, RuleFileError
-from ptguard.rules.criteria_files import DEFAULT_CRITERIA_DIR, available_payers, load_payer
+from ptguard.rules.criteria_files import DEFAULT_CRITERIA_DIR, available_payers, load_payer, require_payer
 from ptguard.rules.tables import effective_rows, table
 
 EXPECTED_PAYERS = {
@@ -86,6 +86,30 @@ def test_incomplete_criterion_and_cycle(tmp_path: Path) -> None:
 def test_unknown_payer() -> None:
     with pytest.raises(NotFoundError, match="nobody"):
         load_payer("nobody", DEFAULT_CRITERIA_DIR)
+
+
+@pytest.mark.parametrize(
+    ("payer", "message"),
+    [
+        ("nobody", "unknown payer id 'nobody'; known payers: aetna, "),
+        ("Not An Id", "'Not An Id' is not a payer id (lower-case letters, digits and '-'); known: aetna, "),
+        ("../aetna", "'../aetna' is not a payer id (lower-case letters, digits and '-'); known: aetna, "),
+    ],
+)
+def test_an_unknown_or_malformed_payer_id_is_the_same_error_loading_or_requiring(payer: str, message: str) -> None:
+    with pytest.raises(NotFoundError) as required:
+        require_payer(payer, DEFAULT_CRITERIA_DIR)
+    with pytest.raises(NotFoundError) as loaded:
+        load_payer(payer, DEFAULT_CRITERIA_DIR)
+    assert loaded.value.message == required.value.message
+    assert loaded.value.message.startswith(message)
+    assert loaded.value.exit_code == 3
+
+
+def test_extends_naming_no_file_says_which_file(tmp_path: Path) -> None:
+    _write(tmp_path, "acme", "payer: acme\nname: Acme\nextends: gone\n")
+    with pytest.raises(NotFoundError, match=r"acme\.yaml \$\.extends: unknown payer id 'gone'; known payers: acme"):
+        load_payer("acme", tmp_path)
 
 
 def test_ncci_table_is_effective_dated() -> None:
