@@ -41,7 +41,7 @@ def test_interrupted_import_releases_its_file(sig: signal.Signals, tmp_path: Pat
         try:
             if _status(db) == [("processing", _status(db)[0][1])]:
                 break
-        except Exception:  # noqa: BLE001 - the schema is still being created
+        except Exception:
             pass
         time.sleep(0.1)
     proc.send_signal(sig)
