@@ -406,6 +406,8 @@ def _denial_summary(item: DenialItem) -> str:
         verb = {"resubmit": "corrected claim", "reopen": "reopening"}.get(item.path, "appeal")
         left = f"{item.days_left} days left" if item.days_left is not None and item.days_left >= 0 else "overdue"
         head += f": {verb} due {item.due.isoformat()} ({left})"
+    elif item.deadline_problem:
+        head += ": deadline not counted (setting error)"
     return _shorten(head, MAX_SUMMARY)
 
 
@@ -419,6 +421,8 @@ def _denial_detail(item: DenialItem) -> str:
         rule = f" ({item.deadline_rule})" if item.deadline_rule else ""
         label = item.deadline_label or "Deadline"
         lines.append(f"**{label}:** due {item.due.isoformat()}{rule}")
+    elif item.deadline_problem:
+        lines.append(f"**Deadline:** {item.deadline_problem}")
     refs = [r for r in (item.claim_response, item.claim) if r]
     if refs:
         lines.append("**Records:** " + ", ".join(refs))

@@ -12,13 +12,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ptguard.chart import ChartBuilder, TherapyVisit
-from ptguard.errors import InputError, NotFoundError, PtguardError, UnsupportedVersionError
+from ptguard.errors import ConfigError, InputError, NotFoundError, PtguardError, UnsupportedVersionError
 from ptguard.fhir import codes
 from ptguard.fhir.client import FhirClient, http_url_problem
 from ptguard.fhir.dates import parse_date
 from ptguard.fhir.fetch import Query, _missing_references, encounter_queries, fetch, merge, patient_queries
 from ptguard.fhir.load import SKIPPED_ENTRY_FINDINGS, LoadResult, Resource, load_json_value
-from ptguard.fhir.refs import ResourceIndex
+from ptguard.fhir.refs import ResourceIndex, element
 from ptguard.findings import Finding, data_quality
 from ptguard.rules.criteria_files import load_payer
 from ptguard.rules.engine import Evaluation, evaluate
@@ -413,7 +413,9 @@ def read_prefetch(request: CdsRequest) -> PrefetchRead:
                 isinstance(entries, list)
                 and entries
                 and all(
-                    isinstance(e, dict) and (e.get("resource") or {}).get("resourceType") == "OperationOutcome"
+                    isinstance(e, dict)
+                    and isinstance(e.get("resource"), dict)
+                    and e["resource"].get("resourceType") == "OperationOutcome"
                     for e in entries
                 )
             ):
@@ -481,7 +483,7 @@ def read_prefetch(request: CdsRequest) -> PrefetchRead:
     if isinstance(draft, dict) and draft.get("resourceType") == "DocumentReference":
         note = dict(draft)
         note.setdefault("id", f"draft-{request.hook_instance[:40]}")
-        if request.encounter_id and not (note.get("context") or {}).get("encounter"):
+        if request.encounter_id and not element(note, "context").get("encounter"):
             note["context"] = {
                 **(note.get("context") or {}),
                 "encounter": [{"reference": f"Encounter/{request.encounter_id}"}],
@@ -522,6 +524,7 @@ class DenialItem:
     days_left: int | None
     deadline_label: str | None
     deadline_rule: str | None
+    deadline_problem: str | None = None  # why no deadline could be counted (a broken setting), said on the card
 
 
 @dataclass
@@ -686,7 +689,7 @@ def _therapy_orders(load: LoadResult) -> list[Resource]:
             res.get("code"),
             *(
                 ext.get("valueCodeableConcept")
-                for ext in (res.get("code") or {}).get("extension") or []
+                for ext in element(res, "code").get("extension") or []
                 if isinstance(ext, dict)
             ),
         ]
@@ -806,7 +809,7 @@ def most_recent_unbilled(builder: ChartBuilder) -> Resource | None:
             adjudicated.add(id(claim))
 
     def start(enc: Resource) -> str:
-        return str((enc.get("period") or {}).get("start") or "")
+        return str(element(enc, "period").get("start") or "")
 
     for enc in sorted(builder.therapy_encounters(), key=start, reverse=True):
         claims = [c for c, _item in builder.items_by_enc.get(id(enc), [])]
@@ -866,13 +869,15 @@ def _denials(
         payer_id = builder.payers.payer_for(insurer, display)
         payer_name = _payer_name(payer_id) or str((insurer or {}).get("name") or display or payer_id)
         notice = denial.notice_date or parse_date(cr.get("created"))
-        due = days = label = rule = None
+        due = days = label = rule = problem = None
         if notice is not None:
             try:
                 dl = compute_deadline(payer_id, notice, today=today)
                 due, days, label, rule = dl.due, dl.days_left, dl.label, dl.rule
             except (NotFoundError, InputError):  # no level in effect then, or a date out of range: no deadline
                 pass
+            except ConfigError as exc:  # PTGUARD_CONTRACT_DEADLINES broke while serving: say so, never drop it
+                problem = _deadline_setting_problem(exc)
         service_date = _service_date(claim)
         items.append(
             DenialItem(
@@ -894,10 +899,16 @@ def _denials(
                 days_left=days,
                 deadline_label=label,
                 deadline_rule=rule,
+                deadline_problem=problem,
             )
         )
     items.sort(key=lambda i: (i.due is None, i.due or date.max))
     result.denials = items
+
+
+def _deadline_setting_problem(exc: ConfigError) -> str:
+    log.warning("appeal deadline not counted: PTGUARD_CONTRACT_DEADLINES is unusable (%s)", exc.one_line()[:200])
+    return "the appeal deadline could not be counted: the contract deadline setting is broken (see the server log)"
 
 
 def _payer_name(payer_id: str) -> str | None:
@@ -941,12 +952,15 @@ def worklist_reader(database_url: str, *, today: date | None = None) -> Worklist
                 if ref != wanted and not ref.endswith("/" + wanted):
                     continue
                 due, days, rule, label = row.due_date, None, row.deadline_rule, None
+                problem = None
                 if due is None and row.notice_date is not None and row.payer_id:
                     try:
                         dl = compute_deadline(row.payer_id, row.notice_date, today=day)
                         due, rule, label = dl.due, dl.rule, dl.label
                     except (NotFoundError, InputError):
                         pass
+                    except ConfigError as exc:
+                        problem = _deadline_setting_problem(exc)
                 if due is not None:
                     days = (due - day).days
                 out.append(
@@ -969,6 +983,7 @@ def worklist_reader(database_url: str, *, today: date | None = None) -> Worklist
                         days_left=days,
                         deadline_label=label,
                         deadline_rule=rule,
+                        deadline_problem=problem,
                     )
                 )
         return out

@@ -19,7 +19,7 @@ from ptguard.errors import ConfigError
 from ptguard.fhir import codes
 from ptguard.fhir.dates import has_zone, minutes_between, parse_date, parse_datetime
 from ptguard.fhir.load import LoadResult, Resource
-from ptguard.fhir.refs import ResourceIndex, ref_string
+from ptguard.fhir.refs import ResourceIndex, element, ref_string
 from ptguard.fhir.validate import validate
 from ptguard.findings import Finding, data_quality
 from ptguard.rules.tables import table
@@ -195,12 +195,6 @@ def _ext_value(resource: Any, name: str) -> Any:
                 if key.startswith("value"):
                     return value
     return None
-
-
-def _obj(resource: Any, key: str) -> dict[str, Any]:
-    """resource[key] when it is a JSON object, else an empty dict (tolerates malformed data)."""
-    value = resource.get(key) if isinstance(resource, dict) else None
-    return value if isinstance(value, dict) else {}
 
 
 def _number(value: Any) -> float | None:
@@ -544,7 +538,7 @@ class ChartBuilder:
         if self.validate_resources:
             self.validated_encounters += 1
             findings.extend(validate(encounter, ref))
-        period = _obj(encounter, "period")
+        period = element(encounter, "period")
         start_raw = period.get("start")
         if start_raw is None:
             findings.append(
@@ -647,7 +641,7 @@ class ChartBuilder:
             if ext is not None:
                 minutes, source = ext, "timed-minutes extension"
             else:
-                period = _obj(p, "performedPeriod")
+                period = element(p, "performedPeriod")
                 span = minutes_between(period.get("start"), period.get("end"))
                 if span is not None:
                     minutes, source = span, "performedPeriod"
@@ -782,7 +776,7 @@ class ChartBuilder:
             for cov in self.by_patient["Coverage"].get(pk, []):
                 if cov.get("status") not in (None, "active"):
                     continue
-                period = _obj(cov, "period")
+                period = element(cov, "period")
                 s, e = parse_date(period.get("start")), parse_date(period.get("end"))
                 d = visit.visit_date
                 if d is None or ((s is None or s <= d) and (e is None or d <= e)):
@@ -893,7 +887,7 @@ class ChartBuilder:
         for plan in self.by_patient["CarePlan"].get(pk, []):
             if plan.get("status") in {"entered-in-error", "revoked", "draft"}:
                 continue
-            period = _obj(plan, "period")
+            period = element(plan, "period")
             planned = tuple(
                 c
                 for act in plan.get("activity") or []

@@ -15,6 +15,7 @@ import orjson
 
 from ptguard.errors import FhirServerError, InputError, PtguardError
 from ptguard.fhir.client import FhirClient
+from ptguard.fhir.refs import element
 
 TOKEN_ENV = "PTGUARD_FHIR_TOKEN"  # noqa: S105 - the variable name, not a secret
 DEFAULT_DIR_NAME = "fhir_fixtures"
@@ -120,7 +121,7 @@ def _entry_type(entry: dict[str, Any]) -> str:
     resource = entry.get("resource")
     if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
         return str(resource["resourceType"])
-    url = str((entry.get("request") or {}).get("url") or "")
+    url = str(element(entry, "request").get("url") or "")
     return url.split("?", 1)[0].split("/", 1)[0] or "?"
 
 
@@ -164,8 +165,8 @@ def load_file(client: FhirClient, path: Path) -> FileReport:
         report.warnings.append(f"the server answered {len(answers)} entries for {len(entries)} sent")
     for entry, answer in zip(entries, answers, strict=False):
         resource_type = _entry_type(entry)
-        method = str((entry.get("request") or {}).get("method") or "")
-        code = _status_code((answer.get("response") or {}).get("status") if isinstance(answer, dict) else None)
+        method = str(element(entry, "request").get("method") or "")
+        code = _status_code(element(answer, "response").get("status") if isinstance(answer, dict) else None)
         if code == 201:
             report.created[resource_type] += 1
         elif code == 200 and method == "POST":

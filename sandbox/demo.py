@@ -98,6 +98,9 @@ class DemoStack:
         """
         if self._prepared:
             return
+        from ptguard.denials.deadlines import configured_contract
+
+        configured_contract()  # a bad PTGUARD_CONTRACT_DEADLINES stops the start (exit 5), as it does for serve
         self.acquire()
         try:
             self.check_ports()

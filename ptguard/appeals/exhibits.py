@@ -15,7 +15,7 @@ from ptguard.chart import html_to_text
 from ptguard.fhir import codes
 from ptguard.fhir.dates import parse_date
 from ptguard.fhir.load import Resource
-from ptguard.fhir.refs import ref_string
+from ptguard.fhir.refs import element, ref_string
 
 _EVALUATION = re.compile(r"\bevaluation\b|\binitial eval", re.IGNORECASE)
 _PROGRESS = re.compile(r"progress (report|note)|re-?evaluation|recertif", re.IGNORECASE)
@@ -132,7 +132,7 @@ def build_exhibits(src: AppealSource) -> tuple[list[Exhibit], dict[str, str], li
             for doc in docs
             if any(
                 index.resolve(e, doc) is index.get("Encounter", v.encounter_id)
-                for e in ((doc.get("context") or {}).get("encounter") or [])
+                for e in (element(doc, "context").get("encounter") or [])
             )
         ]
         blocks: list[ExhibitBlock] = []

@@ -14,7 +14,7 @@ from ptguard.errors import InputError
 from ptguard.fhir import codes
 from ptguard.fhir.dates import parse_date
 from ptguard.fhir.load import Resource, json_kind
-from ptguard.fhir.refs import ResourceIndex, ref_string
+from ptguard.fhir.refs import ResourceIndex, element, ref_string
 from ptguard.findings import Finding, data_quality
 from ptguard.rules.tables import table
 
@@ -589,7 +589,7 @@ def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint
         patient_reference=index.label(p) if index and (p := index.resolve(patient, resource)) else ref_string(patient),
         patient_display=patient.get("display") if isinstance(patient, dict) else None,
         claim_reference=index.label(claim) if index and claim is not None else claim_ref,
-        payer_display=(resource.get("insurer") or {}).get("display")
+        payer_display=element(resource, "insurer").get("display")
         if isinstance(resource.get("insurer"), dict)
         else None,
         notice_date=parse_date(resource.get("created"))

@@ -17,6 +17,7 @@ import requests
 import urllib3
 
 from ptguard.errors import FhirServerError, InputError, NotFoundError
+from ptguard.fhir.refs import element
 
 logger = logging.getLogger("ptguard.fhir")
 
@@ -162,7 +163,7 @@ class FhirClient:
                 if not isinstance(entry, dict):
                     continue
                 resource = entry.get("resource")
-                mode = (entry.get("search") or {}).get("mode", "match")
+                mode = element(entry, "search").get("mode", "match")
                 if isinstance(resource, dict) and mode == "match":
                     found.append(resource)
         return found

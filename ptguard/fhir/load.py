@@ -130,8 +130,8 @@ def identity_keys(resource: Resource, full_url: str | None) -> list[str]:
     rid = resource.get("id")
     if isinstance(rid, str) and rid:
         keys.append(f"{resource.get('resourceType')}/{rid}")
-    if full_url:
-        keys.append(full_url)
+    if full_url:  # type-qualified: a Claim written with its Patient's fullUrl is still a Claim of its own
+        keys.append(f"{resource.get('resourceType')} {full_url}")
     return keys
 
 
@@ -154,7 +154,9 @@ def r5_reason(resource: Resource) -> str | None:
     rtype = resource.get("resourceType")
     if rtype in R5_ONLY_TYPES:
         return f"{rtype} exists only in FHIR R5"
-    for profile in (resource.get("meta") or {}).get("profile") or []:
+    meta = resource.get("meta")
+    profiles = meta.get("profile") if isinstance(meta, dict) else None
+    for profile in profiles if isinstance(profiles, list) else []:
         if isinstance(profile, str) and re.search(r"/(5\.0|R5)(/|$)", profile):
             return f"meta.profile {profile} is an R5 profile"
     r5_fields = _R5_FIELDS.get(str(rtype), frozenset())
@@ -237,7 +239,9 @@ def _add_bundle(result: LoadResult, bundle: Resource, where: str) -> None:
             continue
         resource = entry.get("resource")
         if resource is None:
-            continue  # e.g. a DELETE request entry or a searchset outcome without a resource
+            if "request" not in entry and "response" not in entry:  # not a DELETE request or a batch answer
+                result.findings.append(_skipped("bad-entry", "Bundle entry has no resource", "; skipped", ewhere))
+            continue
         full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) and entry.get("fullUrl") else None
         _add_resource(result, resource, ewhere, full_url)
 

@@ -13,6 +13,12 @@ from ptguard.fhir.load import LoadResult, Resource, identity_keys
 _TYPE_ID = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?/?$")
 
 
+
+def element(resource: Any, key: str) -> dict[str, Any]:
+    """resource[key] when it is a JSON object, else an empty dict (tolerates malformed data)."""
+    value = resource.get(key) if isinstance(resource, dict) else None
+    return value if isinstance(value, dict) else {}
+
 def ref_string(value: Any) -> str | None:
     """The `reference` string of a Reference (or a bare string), else None."""
     if isinstance(value, str):

@@ -10,7 +10,7 @@ from typing import Any
 from ptguard.errors import InputError, NotFoundError
 from ptguard.fhir.client import FhirClient
 from ptguard.fhir.load import LoadResult
-from ptguard.fhir.refs import ResourceIndex, ref_string
+from ptguard.fhir.refs import ResourceIndex, element, ref_string
 from ptguard.remit.intake import IngestResult, ingest_claim_response
 
 ADJUDICATIONS = ("ClaimResponse", "ExplanationOfBenefit")
@@ -67,7 +67,7 @@ def sync_from_server(
             if not isinstance(resource, dict):
                 continue
             everything.append(resource)
-            if (entry.get("search") or {}).get("mode", "match") == "match":
+            if element(entry, "search").get("mode", "match") == "match":
                 matches.append(resource)
     # Servers that ignore _include (the sandbox's among them) answer with the matches alone: read what is missing.
     have = {f"{r.get('resourceType')}/{r.get('id')}" for r in everything}

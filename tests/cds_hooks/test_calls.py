@@ -620,3 +620,19 @@ def test_public_requests_get_200_or_a_specific_4xx(budget_client: Any, token: To
         assert response.json["resourceType"] == "OperationOutcome"
     if data.get("hook") not in by_hook:
         assert response.status_code == 400  # a hook none of the signing services answers
+
+
+def test_a_contract_setting_broken_while_serving_is_said_on_the_denial_card(
+    client: Any, token: TokenFactory, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    contract = tmp_path / "contract.yaml"
+    contract.write_bytes(b"\xff\xfe binary")
+    monkeypatch.setenv("PTGUARD_CONTRACT_DEADLINES", str(contract))
+    service = "ptguard-denials"
+    fake, pid, _enc = _setup("uhc-01")
+    response = _call(client, token, fake, service, hook_request(service, patient=pid, encounter=None))
+    assert response.status_code == 200
+    (card,) = response.json["cards"]
+    assert card["summary"].endswith("deadline not counted (setting error)")
+    assert "contract deadline setting is broken" in card["detail"]
+    assert "PTGUARD_CONTRACT_DEADLINES is unusable" in caplog.text

@@ -177,6 +177,9 @@ BROKEN_BUNDLES: list[Any] = [
     {"resourceType": "Bundle", "type": "searchset", "entry": [5, None, {"resource": "x"}]},
     {"resourceType": "Bundle", "type": "searchset", "entry": {"resource": {"resourceType": "Procedure"}}},
     {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {"id": "no-type"}}]},
+    {"resourceType": "Bundle", "type": "searchset", "entry": [{}]},
+    {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": None}]},
+    {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": "x"}]},
 ]
 
 
@@ -309,3 +312,17 @@ def test_an_unusable_prefetch_bundle_note_gives_the_loaders_reason(broken: Any, 
     read = read_prefetch(request)
     assert "procedures" not in read.satisfied
     assert [n.message for n in read.notes if n.id == "data-quality.prefetch-unusable"] == [expect]
+
+
+@pytest.mark.parametrize("meta", ["x", ["x"], 5])
+def test_a_meta_that_is_not_an_object_is_no_500(client: Any, token: TokenFactory, meta: Any) -> None:
+    fake, pid, enc = _setup()
+    prefetch = full_prefetch(fake, SIGN, _ctx(pid, enc))
+    prefetch["encounter"] = {**prefetch["encounter"], "meta": meta}
+    entries = prefetch["procedures"]["entry"]
+    prefetch["procedures"] = {**prefetch["procedures"],
+                              "entry": [{**entries[0], "resource": {**entries[0]["resource"], "meta": meta}},
+                                        *entries[1:]]}
+    response = _call(client, token, fake, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    assert UNITS in _topics(response)

@@ -185,3 +185,27 @@ def test_resource_index_from_a_load_indexes_what_the_loader_kept() -> None:
     assert len(index) == 1
     patient = index.get("Patient", "p9")
     assert patient is not None and patient["gender"] == "male"
+
+
+def test_a_shared_full_url_of_another_type_keeps_both() -> None:
+    patient = {"resourceType": "Patient", "id": "p1"}
+    claim = {"resourceType": "Claim", "id": "c1"}
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:1", "resource": patient}, {"fullUrl": "urn:uuid:1", "resource": claim}]}
+    loaded = load_json_value(bundle, "b.json")
+    assert [r["resourceType"] for r in loaded.resources] == ["Patient", "Claim"]
+
+
+def test_entries_without_a_resource_are_noted_unless_they_are_requests() -> None:
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {}, {"resource": None}, {"request": {"method": "DELETE", "url": "Patient/x"}}]}
+    loaded = load_json_value(bundle, "b.json")
+    notes = [f for f in loaded.findings if f.id == "data-quality.bad-entry"]
+    assert len(notes) == 2 and all("has no resource" in f.message for f in notes)
+
+
+def test_a_meta_that_is_not_an_object_does_not_stop_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "a-meta.json").write_text('{"resourceType":"Patient","id":"x","meta":["x"]}')
+    (tmp_path / "b.json").write_text(NAKAMURA.read_text())
+    report = run_check([tmp_path])
+    assert len(report.evaluations) == 1

@@ -314,3 +314,14 @@ def test_run_demo_locks_and_checks_the_ports_once_and_restores_the_signal_handle
     second.acquire()  # released on the way out
     second.release()
 
+
+
+def test_a_bad_contract_setting_stops_the_demo_before_it_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ptguard.errors import ConfigError
+    from sandbox.demo import DemoStack
+
+    monkeypatch.setenv("PTGUARD_CONTRACT_DEADLINES", str(tmp_path / "missing.yaml"))
+    stack = DemoStack(var_dir=tmp_path / "var")
+    with pytest.raises(ConfigError, match="PTGUARD_CONTRACT_DEADLINES"):
+        stack.prepare()
+    assert not (tmp_path / "var" / "demo.lock").exists()
