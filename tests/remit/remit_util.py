@@ -76,3 +76,15 @@ def validate(value: Any, schema_name: str) -> None:
     """Validate a CLI/API output against schemas/<schema_name>.schema.json."""
     schema = json.loads((SCHEMAS / f"{schema_name}.schema.json").read_text())
     jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(value)
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    """`ptguard ARGV` in-process: its exit code and standard output."""
+    import io
+
+    from ptguard.cli import main
+
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -11,25 +10,14 @@ from pathlib import Path
 
 import pytest
 from remit_util import FIXTURES, claim, interchange, validate
+from remit_util import run_cli as run
 
-from ptguard.cli import main
 from ptguard.remit.watch import pending_files, scan_once
 
 ROOT = Path(__file__).resolve().parents[2]
 TODAY_DUE = "2027-05-19"
 
 
-@pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
-    monkeypatch.setenv("DATABASE_URL", url)
-    return url
-
-
-def run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return code, out.getvalue()
 
 
 def test_import_folder_json_summary(db: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import threading
@@ -15,9 +14,9 @@ from typing import Any
 
 import pytest
 from remit_util import FIXTURES, claim, interchange, validate
+from remit_util import run_cli as run
 from sqlalchemy import select
 
-from ptguard.cli import main
 from ptguard.remit import intake
 from ptguard.remit.intake import import_835
 from ptguard.remit.watch import scan_once
@@ -28,17 +27,6 @@ from ptguard.store.models import RemitFile, WorkItem
 TODAY = date(2026, 12, 3)
 
 
-@pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path / 'robust.sqlite3'}"
-    monkeypatch.setenv("DATABASE_URL", url)
-    return url
-
-
-def run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return code, out.getvalue()
 
 
 def far_future_copy() -> bytes:
