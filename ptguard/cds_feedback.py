@@ -341,6 +341,9 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         "feedback-report", help="accept/override rates and override reasons of CDS cards, per criterion"
     )
     parser.add_argument("--format", choices=["text", "json"], default="text")
-    parser.add_argument("--database", default=None, help="database URL (default: DATABASE_URL or the settings)")
+    parser.add_argument(
+        "--database-url", "--database", dest="database", default=None,
+        help="database URL (default: DATABASE_URL or the settings)",
+    )
     parser.set_defaults(func=cmd_feedback_report)
     return parser

@@ -224,7 +224,8 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--token", default=None, help=f"bearer token (prefer ${TOKEN_ENV}: argv is visible to others)")
     parser.add_argument("--dir", type=Path, default=None, help="fixture directory (default: fhir_fixtures)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or JSON")
+    parser.add_argument("--json", dest="format", action="store_const", const="json", help=argparse.SUPPRESS)
     parser.set_defaults(func=run_cli)
     return parser
 
@@ -236,7 +237,7 @@ def run_cli(args: argparse.Namespace, out: TextIO | None = None) -> int:
     directory = args.dir if args.dir is not None else default_fixture_dir()
 
     def show(file_report: FileReport) -> None:
-        if not args.json:
+        if args.format != "json":
             print(file_report.summary(), file=out, flush=True)
             for warning in file_report.warnings:
                 print(f"  warning: {warning}", file=sys.stderr)
@@ -245,9 +246,9 @@ def run_cli(args: argparse.Namespace, out: TextIO | None = None) -> int:
         with FhirClient(args.fhir, token=token, timeout=args.timeout) as client:
             report = load_fixtures(client, directory, progress=show)
     except PtguardError as exc:
-        print(f"ptguard load-fixtures: {exc.one_line()}", file=sys.stderr)
+        print(f"ptguard: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
-    if args.json:
+    if args.format == "json":
         print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode(), file=out)
     else:
         print(

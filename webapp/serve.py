@@ -164,7 +164,9 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve", help="serve the CDS Hooks service and the SMART app (gunicorn)"
     )
-    parser.add_argument("--host", default=os.environ.get("PTGUARD_HOST", "127.0.0.1"))
+    parser.add_argument(
+        "--host", default=os.environ.get("PTGUARD_HOST", "127.0.0.1"), help="address (default: $PTGUARD_HOST, else 127.0.0.1)"
+    )
     parser.add_argument("--port", type=int, default=None, help="port (default: $PTGUARD_PORT, else 8000)")
     parser.add_argument(
         "--workers", type=int, default=None, help="gunicorn workers (default: $PTGUARD_WORKERS, else 2)"

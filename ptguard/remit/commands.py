@@ -107,8 +107,9 @@ def summarise(results: list[ImportResult]) -> dict[str, Any]:
 def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
     statuses = ", ".join(f"{n} {s}" for s, n in summary["by_status"].items()) or "none"
     out.write(f"files      {summary['files']} ({statuses})\n")
-    out.write(f"claims     {summary['claims']}: {summary['paid']} paid, {summary['denied']} denied, "
-              f"{summary['reversals']} reversal(s); {summary['unmatched_claims']} not matched to a Claim\n")
+    # A partly paid claim counts in both: these are claims with a payment and claims with a denied/reduced line.
+    out.write(f"claims     {summary['claims']}: {summary['paid']} with a payment, {summary['denied']} with a denied or "
+              f"reduced line, {summary['reversals']} reversal(s); {summary['unmatched_claims']} not matched to a Claim\n")
     out.write(f"therapy    {summary['therapy_denial_lines']} denied/reduced line(s), "
               f"{summary['work_items_created']} new work item(s)\n")
     for payer, carcs in summary["therapy_denials_by_payer"].items():
