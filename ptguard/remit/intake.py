@@ -892,6 +892,37 @@ def _collect(
 # ---------------------------------------------------------------------------- native ClaimResponses
 
 
+def _business_id(resource: Mapping[str, Any] | None) -> str | None:
+    """The first identifier system|value of a resource: the same on every server that holds a copy of it."""
+    idents = (resource or {}).get("identifier")
+    for ident in idents if isinstance(idents, list) else []:
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str) and ident["value"]:
+            return f"{ident.get('system') or ''}|{ident['value']}"
+    return None
+
+
+def native_key_prefix(
+    resource: dict[str, Any],
+    index: ResourceIndex | None,
+    *,
+    ccn: str | None,
+    cr_ref: str | None,
+    claim_ref: str | None,
+    control_number: str | None,
+) -> str:
+    """The work-item key of a native ClaimResponse's lines, so that a denial is listed once however it arrives.
+
+    A ClaimResponse ptguard made from an 835 (it carries the remit-claim-key identifier) gets the 835 import's own key
+    (`835|CLP07|CLP01`); any other is keyed by business identifiers (its own, and its Claim's), not by server ids,
+    so the same denial read from a file and from a FHIR server is one item.
+    """
+    if _identifier(resource, REMIT_CLAIM_KEY) and control_number:
+        return f"835|{ccn or '-'}|{control_number}"
+    claim = index.resolve(resource.get("request"), resource) if index is not None else None
+    own = ccn or _business_id(resource) or cr_ref or "-"
+    return f"fhir|{own}|{_business_id(claim) or control_number or claim_ref or '-'}"
+
+
 def ingest_claim_response(
     resource: dict[str, Any],
     *,
@@ -917,7 +948,8 @@ def ingest_claim_response(
     request = resource.get("request")
     if isinstance(request, dict) and isinstance(request.get("identifier"), dict):
         control_number = request["identifier"].get("value")
-    key_prefix = f"fhir|{ccn or cr_ref or '-'}|{claim_ref or control_number or '-'}"
+    key_prefix = native_key_prefix(resource, index, ccn=ccn, cr_ref=cr_ref, claim_ref=claim_ref,
+                                   control_number=control_number)
     patient_ref = denial.patient_reference or ref_string(resource.get("patient"))
     items = _line_items(
         denial, resource, key_prefix=key_prefix, payer_id=payer, payer_name=display or (org or {}).get("name"),

@@ -65,3 +65,26 @@ def test_sync_against_a_dead_server_is_exit_6(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'd.sqlite3'}")
     assert main(["worklist", "sync", "--fhir", "http://127.0.0.1:9/fhir/R4"], out=io.StringIO()) == 6
     assert "cannot connect" in capsys.readouterr().err
+
+
+def test_a_denial_is_listed_once_however_it_arrives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from sandbox.fhir_server import FhirServerProcess
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'once.sqlite3'}")
+    with FhirServerProcess(log_path=tmp_path / "fhir.log") as server:
+        assert server.base_url
+        with FhirClient(server.base_url) as client:
+            load_fixtures(client, ROOT / "fhir_fixtures")
+        remit = ROOT / "tests" / "remit" / "fixtures" / "uhc-151.835"
+        out = io.StringIO()
+        assert main(["remit", "import", str(remit), "--fhir", server.base_url, "--format", "json"], out=out) == 0
+        imported = int(orjson.loads(out.getvalue())["summary"]["work_items_created"])
+        assert imported >= 1
+        first = _run(["worklist", "sync", "--fhir", server.base_url, "--format", "json"])
+        # The 835's ClaimResponses on the server are the import's own items; only the 3 fixture denials are new.
+        assert first["work_items_created"] == 3 and first["work_items_existing"] == imported
+        # The same fixture denials read from the files are the ones synced from the server (server ids differ).
+        again = _run(["worklist", "add", str(ROOT / "fhir_fixtures"), "--format", "json"])
+        assert again["work_items_created"] == 0 and again["work_items_existing"] == 3
+    assert len(_items(capsys)) == imported + 3
