@@ -38,6 +38,7 @@ from ptguard.denials.deadlines import (
 )
 from ptguard.errors import InputError
 from ptguard.fhir.refs import ref_string
+from ptguard.remit.to_fhir import PAYER_CLAIM_CONTROL_NUMBER
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LEVEL_WORDS = {
@@ -125,13 +126,31 @@ def _provider(src: AppealSource) -> Fact | Gap:
 
 
 def _claim_number(src: AppealSource) -> Fact | Gap:
-    claim = src.claim or {}
-    for ident in [*(src.claim_response.get("identifier") or []), *(claim.get("identifier") or [])]:
-        if isinstance(ident, dict) and ident.get("value") and "fixture-id" not in str(ident.get("system", "")):
+    """The claim number a payer knows, never a server's own id.
+
+    In order: the payer's claim control number on the ClaimResponse (CLP07), the claim number it answers
+    (request.identifier, CLP01), the Claim's own identifiers (the sandbox's fixture-id last), and only then the id
+    of the Claim reference (meaningful when the chart came from files whose ids are the claim numbers).
+    """
+    cr = src.claim_response
+    request = cr.get("request")
+    asked = request.get("identifier") if isinstance(request, dict) else None
+    candidates = [
+        *(i for i in _identifiers(cr) if i.get("system") == PAYER_CLAIM_CONTROL_NUMBER),
+        *([asked] if isinstance(asked, dict) else []),
+        *sorted(_identifiers(src.claim or {}), key=lambda i: "fixture-id" in str(i.get("system", ""))),
+    ]
+    for ident in candidates:
+        if isinstance(ident.get("value"), str) and ident["value"]:
             return fact(ident["value"], src.denial.reference)
     if src.denial.claim_reference:
         return fact(src.denial.claim_reference.split("/")[-1], src.denial.claim_reference)
     return Gap("the payer's claim number")
+
+
+def _identifiers(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    found = resource.get("identifier")
+    return [i for i in found if isinstance(i, dict)] if isinstance(found, list) else []
 
 
 def _deadline(
@@ -333,9 +352,11 @@ def assemble(
     paragraphs = _parse(rendered)
     notes = _notes(src, deadline, decision_date)
     subject_lines = [ln.code for ln in d.denied_lines if ln.code]
+    number = _claim_number(src)
     letter = AppealLetter(
         claim_response=d.reference,
         claim=d.claim_reference,
+        claim_number=number.value if isinstance(number, Fact) else None,
         patient=src.visits[0].patient_reference,
         payer_id=src.payer_id,
         payer_name=d.payer_display or src.visits[0].payer_name or src.payer.name,

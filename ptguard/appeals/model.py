@@ -152,6 +152,7 @@ class AppealLetter:
     template: str = ""
     generated_at: str = ""
     assembly_ms: float = 0.0
+    claim_number: str | None = None  # the number the payer knows the claim by (for the letter's heading)
 
     def sentences(self) -> list[Sentence]:
         return [s for p in self.paragraphs for s in p.sentences]
@@ -175,6 +176,7 @@ class AppealLetter:
         return {
             "claim_response": self.claim_response,
             "claim": self.claim,
+            "claim_number": self.claim_number,
             "patient": self.patient,
             "payer": {"id": self.payer_id, "name": self.payer_name},
             "category": self.category,
@@ -196,6 +198,7 @@ class AppealLetter:
         return cls(
             claim_response=str(data["claim_response"]),
             claim=data.get("claim"),
+            claim_number=data.get("claim_number"),
             patient=data.get("patient"),
             payer_id=str(payer.get("id", "")),
             payer_name=str(payer.get("name", "")),

@@ -114,6 +114,10 @@ def test_aetna_835_round_trip(client: FhirClient, tmp_path: Path, monkeypatch: p
 
     text = " ".join(page.extract_text() or "" for page in PdfReader(packet).pages)
     assert "CPB 0325" in text and "2 November 2026" in text and "19 May 2027" in text
+    # The claim is named by the payer's own claim number (CLP07), never by a server-assigned id.
+    icn = next(i["value"] for i in cr["identifier"] if i["system"] == "https://ptguard.dev/payer-claim-control-number")
+    assert appeal["claim_number"] == icn and f"claim {icn}" in text
+    assert appeal["claim"].split("/")[-1] not in text
     cited = {ref for sentence in appeal["sentences"] for ref in sentence.get("sources", [])}
     assert any(ref.startswith("DocumentReference/") for ref in cited), "the letter quotes the daily note"
 
