@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +33,8 @@ class FileReport:
     other: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    # The server refused us as a client (401/403) or could not be reached: every other file would fail the same way.
+    stops_run: bool = False
 
     @property
     def ok(self) -> bool:
@@ -159,6 +162,9 @@ def load_file(client: FhirClient, path: Path) -> FileReport:
         response = client.transaction(bundle)
     except PtguardError as exc:
         report.error = exc.one_line()
+        status = getattr(exc, "status", None)
+        unreachable = "cannot connect" in report.error or "no answer within" in report.error
+        report.stops_run = status in (401, 403) or unreachable
         return report
     answers = response.get("entry") or []
     if len(answers) != len(entries):
@@ -189,7 +195,8 @@ def load_fixtures(
 ) -> LoadReport:
     """Post every fixture Bundle in `directory` (name order); a failed file is reported, the rest still load.
 
-    A server that cannot be reached stops the run (FhirServerError) instead of failing every file.
+    A server that cannot be reached, or refuses the client (401/403), stops the run (FhirServerError) instead of
+    failing every file.
     """
     report = LoadReport()
     for path in fixture_files(Path(directory)):
@@ -197,8 +204,10 @@ def load_fixtures(
         report.files.append(file_report)
         if progress is not None:
             progress(file_report)
-        if file_report.error and ("cannot connect" in file_report.error or "no answer within" in file_report.error):
-            raise FhirServerError(file_report.error)
+        if file_report.stops_run:
+            assert file_report.error is not None
+            hint = " (give --token or set PTGUARD_FHIR_TOKEN)" if re.search(r"\b40[13]\b", file_report.error) else ""
+            raise FhirServerError(file_report.error + hint)
     return report
 
 
@@ -237,7 +246,7 @@ def run_cli(args: argparse.Namespace, out: TextIO | None = None) -> int:
     directory = args.dir if args.dir is not None else default_fixture_dir()
 
     def show(file_report: FileReport) -> None:
-        if args.format != "json":
+        if args.format != "json" and not file_report.stops_run:  # a run-stopping error is said once, below
             print(file_report.summary(), file=out, flush=True)
             for warning in file_report.warnings:
                 print(f"  warning: {warning}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -426,3 +427,18 @@ def test_identifier_search_follows_updates_and_deletes(client: FhirClient, fhir_
     with requests.delete(f"{fhir_server}/Task/{task['id']}", timeout=5) as response:
         assert response.status_code == 200
     assert client.search("Task", {"identifier": f"{FIXTURE_SYSTEM}|{new}"}) == []
+
+
+@pytest.mark.parametrize("token", [None, "wrong"], ids=["no-token", "wrong-token"])
+def test_fixture_loader_refused_by_the_server_says_so_once(
+    tmp_path: Path, token: str | None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ptguard.cli import main
+
+    monkeypatch.delenv("PTGUARD_FHIR_TOKEN", raising=False)
+    with FhirServerProcess(log_path=tmp_path / "fhir.log", require_token="s3cret") as server:
+        assert server.base_url
+        args = ["load-fixtures", "--fhir", server.base_url, *(["--token", token] if token else [])]
+        code = main(args, out=io.StringIO())
+    err = capsys.readouterr().err
+    assert code == 6 and err.count("\n") == 1 and "401" in err and "--token" in err
