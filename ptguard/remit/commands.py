@@ -187,14 +187,21 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"{path.name}: {result.status}{where}" + (f" — {result.message}" if result.message else "") + "\n")
         out.flush()
 
+    if not args.once:
+        sys.stderr.write(f"ptguard remit watch: watching {folder} every {args.interval:g} s; Ctrl-C stops\n")
     try:
-        with stop_signals():  # Ctrl-C (even when a background shell ignores it) and SIGTERM stop the watch: exit 130
+        # A watcher is a service: Ctrl-C (even when a background shell ignores it) and SIGTERM stop it cleanly (exit
+        # 0), after the file in hand is marked failed for a retry when it was cut off.
+        with stop_signals():
             while True:
                 scan_once(folder, db_url=settings.database_url, fhir=client, index=index, today=_today(),
                           claim_id_systems=systems, report=report, settle_seconds=args.settle)
                 if args.once:
                     return 0
                 time.sleep(args.interval)
+    except KeyboardInterrupt:
+        sys.stderr.write("ptguard remit watch: stopped\n")
+        return 0
     finally:
         if client is not None:
             client.close()
