@@ -166,6 +166,8 @@ def _deadline(
     if d.path == "reopen" and payer_type(src.payer_id) == "medicare" and level is None:
         level = "reopening"
     ptype = payer_type(src.payer_id)
+    if decision_date is not None and decision_date > today:
+        raise InputError(f"the decision date {decision_date.isoformat()} is in the future (today is {today.isoformat()})")
     if decision_date is not None and decision_date < d.notice_date:
         raise InputError(
             f"the decision date {decision_date.isoformat()} is before the denial notice ({d.notice_date.isoformat()})"

@@ -25,8 +25,8 @@ def test_decision_date_moves_a_later_level_and_a_note_asks_for_it() -> None:
     from_notice = assemble(src, today=TODAY, level="external-review")  # type: ignore[arg-type]
     assert from_notice.deadline is not None and from_notice.deadline["due"] == "2027-03-20"  # notice 2026-11-20 + 4 mo
     assert any("runs from the internal-appeal decision" in n for n in from_notice.notes)
-    decided = assemble(src, today=TODAY, level="external-review", decision_date=date(2027, 1, 15))  # type: ignore[arg-type]
-    assert decided.deadline is not None and decided.deadline["due"] == "2027-05-15"
+    decided = assemble(src, today=TODAY, level="external-review", decision_date=date(2026, 12, 1))  # type: ignore[arg-type]
+    assert decided.deadline is not None and decided.deadline["due"] == "2027-04-01"
     assert not any("runs from the internal-appeal decision" in n for n in decided.notes)
     # The first level runs from the notice: no such note.
     first = assemble(src, today=TODAY)  # type: ignore[arg-type]
@@ -37,9 +37,9 @@ def test_decision_date_moves_a_later_level_and_a_note_asks_for_it() -> None:
 def test_appeal_command_takes_the_decision_date() -> None:
     out = io.StringIO()
     args = ["appeal", "cr-aetna-01", "--bundle", str(ROOT / "fhir_fixtures"), "--level", "external-review",
-            "--decision-date", "2027-01-15", "--today", "2026-12-03", "--format", "json"]
+            "--decision-date", "2026-12-01", "--today", "2026-12-03", "--format", "json"]
     assert main(args, out=out) == 0
-    assert orjson.loads(out.getvalue())["deadline"]["due"] == "2027-05-15"
+    assert orjson.loads(out.getvalue())["deadline"]["due"] == "2027-04-01"
 
 
 def test_decision_date_on_the_first_level_is_refused() -> None:
@@ -48,9 +48,9 @@ def test_decision_date_on_the_first_level_is_refused() -> None:
     from ptguard.errors import InputError
 
     with pytest.raises(InputError, match="for a later appeal level"):
-        assemble(_source(), today=TODAY, decision_date=date(2027, 1, 15))  # type: ignore[arg-type]
+        assemble(_source(), today=TODAY, decision_date=date(2026, 12, 1))  # type: ignore[arg-type]
     with pytest.raises(InputError, match="internal-appeal runs from the denial notice"):
-        assemble(_source(), today=TODAY, level="internal", decision_date=date(2027, 1, 15))  # type: ignore[arg-type]
+        assemble(_source(), today=TODAY, level="internal", decision_date=date(2026, 12, 1))  # type: ignore[arg-type]
 
 
 def test_decision_before_the_notice_is_refused() -> None:
@@ -58,5 +58,7 @@ def test_decision_before_the_notice_is_refused() -> None:
 
     from ptguard.errors import InputError
 
+    with pytest.raises(InputError, match="is in the future"):
+        assemble(_source(), today=TODAY, level="external-review", decision_date=date(2027, 6, 1))  # type: ignore[arg-type]
     with pytest.raises(InputError, match="before the denial notice"):
         assemble(_source(), today=TODAY, level="external-review", decision_date=date(2020, 1, 1))  # type: ignore[arg-type]
