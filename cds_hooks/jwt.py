@@ -331,6 +331,9 @@ class Verifier:
             raise AuthError("issued in the future")
         if exp - iat > issuer.max_lifetime_seconds + self.leeway:
             raise AuthError("token lifetime too long for this issuer")
+        nbf = claims.get("nbf")
+        if nbf is not None and (not _number(nbf) or nbf - self.leeway > now):
+            raise AuthError("not valid yet (nbf)")  # RFC 7519 §4.1.5
         if not isinstance(jti, str) or not jti:
             raise AuthError("jti missing")
         tenant = claims.get("tenant")

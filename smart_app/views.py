@@ -200,7 +200,8 @@ def _client() -> tuple[FhirClient, TokenSet]:
 def _check_csrf() -> None:
     _sid, _ts, csrf = _current()
     sent = request.form.get("csrf", "")
-    if not secrets.compare_digest(sent, csrf):
+    # Bytes, not str: compare_digest refuses non-ASCII strings (a TypeError would be a 500 any page could cause).
+    if not secrets.compare_digest(sent.encode("utf-8", "surrogatepass"), str(csrf).encode("utf-8", "surrogatepass")):
         abort(400, description="The form was stale or came from elsewhere; reload the page and try again.")
 
 

@@ -48,10 +48,13 @@ GUNICORN_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def gunicorn_loglevel(environ: Mapping[str, str] | None = None) -> str:
-    """gunicorn's log level: PTGUARD_LOG_LEVEL when it names one, else `warning` (the servers' default)."""
+    """gunicorn's log level: PTGUARD_LOG_LEVEL when it names one, else `warning` (the servers' default).
+
+    Never `debug`: gunicorn's debug lines carry each request path, and the app's paths carry claim and encounter ids.
+    """
     env = os.environ if environ is None else environ
     level = env.get("PTGUARD_LOG_LEVEL", "").strip().lower()
-    level = {"warn": "warning", "fatal": "critical"}.get(level, level)
+    level = {"warn": "warning", "fatal": "critical", "debug": "info"}.get(level, level)
     return level if level in GUNICORN_LOG_LEVELS else "warning"
 
 

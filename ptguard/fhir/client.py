@@ -28,7 +28,7 @@ Params = Mapping[str, ParamValue] | Sequence[tuple[str, str]]
 FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 DEFAULT_MAX_RESPONSE_BYTES = 20 * 1024 * 1024
-DEFAULT_TOTAL_TIMEOUT = 120.0
+MIN_TOTAL_TIMEOUT = 30.0  # seconds; with the default read timeout (10 s) a request gets 30 s in all
 _CHUNK = 64 * 1024
 _TYPE_RE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -62,7 +62,7 @@ class FhirClient:
         max_retry_after: float = 30.0,
         max_pages: int = 100,
         sleep: Callable[[float], None] = time.sleep,
-        total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
+        total_timeout: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         deadline: float | None = None,
     ) -> None:
@@ -81,7 +81,8 @@ class FhirClient:
         self.max_retry_after = max_retry_after
         self.max_pages = max_pages
         self._sleep = sleep
-        self.total_timeout = total_timeout
+        # A server that trickles bytes never trips the read timeout: bound each request as a whole too.
+        self.total_timeout = total_timeout if total_timeout is not None else max(MIN_TOTAL_TIMEOUT, 3 * self.timeout[1])
         self.max_response_bytes = max_response_bytes
         self.deadline = deadline
         self._own_session = session is None

@@ -92,6 +92,8 @@ def _hostile(keys: Keys, token: TokenFactory) -> dict[str, str | None]:
         "aud is the FHIR base, not the service URL": token(aud="https://ehr.test/fhir"),
         "expired beyond leeway": token(exp=now - 120, iat=now - 420),
         "future iat beyond leeway": token(iat=now + 300, exp=now + 600),
+        "nbf a year ahead": token(nbf=now + 365 * 86400),
+        "nbf not a number": token(nbf="x"),
         "unknown iss": token(iss="https://evil.test"),
         "jku not on the allow-list": token(header={"jku": "https://evil.test/jwks.json"}),
         "unknown kid": token(header={"kid": "nope"}, key=keys.stranger),
@@ -339,3 +341,7 @@ def test_redis_url_setting_is_used_by_the_app(redis_url: str, tmp_path: Path, ke
     assert _get(c2, t).status_code == 401
     for app_client in (c1, c2):
         app_client.application.extensions["ptguard_cds"].verifier.replay.close()
+
+
+def test_nbf_now_is_accepted(client: Any, token: TokenFactory) -> None:
+    assert _get(client, token(nbf=int(time.time()))).status_code == 200

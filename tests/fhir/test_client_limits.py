@@ -116,3 +116,10 @@ def test_answers_over_the_size_cap_are_refused(slow_server: _Server, mode: str) 
     client = FhirClient(_base(slow_server), retries=0, max_response_bytes=1024 * 1024)
     with client, pytest.raises(FhirServerError, match="byte limit"):
         client.read("Patient", "p1")
+
+
+def test_every_request_is_bounded_as_a_whole_by_default() -> None:
+    # A trickling server never trips the read timeout; the total deadline is what stops it.
+    assert FhirClient("http://127.0.0.1:9/fhir").total_timeout == 30.0
+    assert FhirClient("http://127.0.0.1:9/fhir", timeout=20).total_timeout == 60.0
+    assert FhirClient("http://127.0.0.1:9/fhir", total_timeout=2.5).total_timeout == 2.5

@@ -151,3 +151,11 @@ def test_ids_are_matched_in_full(app: Flask) -> None:
         r = client.get(path)
         assert r.status_code == 404, (path, r.status_code)
         assert "not a valid id" in r.get_data(as_text=True)
+
+
+def test_a_non_ascii_csrf_value_is_a_stale_form_not_a_500(app: Flask) -> None:
+    client, csrf = _client(app, _ts(EHR_A, "launch user/*.rs user/*.c", None))
+    for bad in ("é", "\u2603" * 40, csrf + "é"):
+        r = client.post("/app/logout", data={"csrf": bad})
+        assert r.status_code == 400, (bad, r.status_code)
+    assert client.post("/app/logout", data={"csrf": csrf}).status_code in (200, 302)
