@@ -18,7 +18,7 @@ from ptguard.fhir.client import FhirClient, http_url_problem
 from ptguard.fhir.dates import parse_date
 from ptguard.fhir.fetch import Query, _missing_references, encounter_queries, fetch, merge, patient_queries
 from ptguard.fhir.load import SKIPPED_ENTRY_FINDINGS, LoadResult, Resource, load_json_value
-from ptguard.fhir.refs import ResourceIndex, element
+from ptguard.fhir.refs import ResourceIndex, element, elements, text
 from ptguard.findings import Finding, data_quality
 from ptguard.rules.criteria_files import load_payer
 from ptguard.rules.engine import Evaluation, evaluate
@@ -860,12 +860,12 @@ def _denials(
         insurer = ix.resolve(cr.get("insurer"), cr)
         claim = ix.resolve(cr.get("request"), cr)
         if insurer is None and claim is not None:
-            for ins in claim.get("insurance") or []:
-                cov = ix.resolve((ins or {}).get("coverage"), claim) if isinstance(ins, dict) else None
+            for ins in elements(claim, "insurance"):
+                cov = ix.resolve(ins.get("coverage"), claim)
                 if cov is not None:
-                    insurer = ix.resolve((cov.get("payor") or [None])[0], cov)
+                    insurer = next((ix.resolve(p, cov) for p in elements(cov, "payor")), None)
                     break
-        display = str((cr.get("insurer") or {}).get("display") or "") if isinstance(cr.get("insurer"), dict) else ""
+        display = text(element(cr, "insurer").get("display")) or ""
         payer_id = builder.payers.payer_for(insurer, display)
         payer_name = _payer_name(payer_id) or str((insurer or {}).get("name") or display or payer_id)
         notice = denial.notice_date or parse_date(cr.get("created"))
@@ -921,13 +921,11 @@ def _payer_name(payer_id: str) -> str | None:
 def _service_date(claim: Resource | None) -> date | None:
     if not claim:
         return None
-    for item in claim.get("item") or []:
-        if isinstance(item, dict):
-            d = parse_date(item.get("servicedDate")) or parse_date((item.get("servicedPeriod") or {}).get("start"))
-            if d:
-                return d
-    billable = claim.get("billablePeriod") or {}
-    return parse_date(billable.get("start")) if isinstance(billable, dict) else None
+    for item in elements(claim, "item"):
+        d = parse_date(item.get("servicedDate")) or parse_date(element(item, "servicedPeriod").get("start"))
+        if d:
+            return d
+    return parse_date(element(claim, "billablePeriod").get("start"))
 
 
 def worklist_reader(database_url: str, *, today: date | None = None) -> WorklistReader:

@@ -15,11 +15,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from ptguard.errors import ConfigError
+from ptguard.errors import MALFORMED_DATA, ConfigError, debugging
 from ptguard.fhir import codes
 from ptguard.fhir.dates import has_zone, minutes_between, parse_date, parse_datetime
 from ptguard.fhir.load import LoadResult, Resource
-from ptguard.fhir.refs import ResourceIndex, element, ref_string
+from ptguard.fhir.refs import ResourceIndex, element, elements, integers, ref_string, strings, text, wrong_type
 from ptguard.fhir.validate import validate
 from ptguard.findings import Finding, data_quality
 from ptguard.rules.tables import table
@@ -31,6 +31,9 @@ Discipline = Literal["PT", "OT", "unknown"]
 _MIN_IN_TEXT = re.compile(r"\b(\d{1,3})\s*(?:min(?:ute)?s?)\b", re.IGNORECASE)
 _TAGS = re.compile(r"<[^>]+>")
 _NOT_HELD = frozenset({"cancelled", "entered-in-error"})
+# Elements whose wrong JSON type is worth a data-quality finding (the readers then treat them as absent).
+_PROCEDURE_SHAPE: tuple[tuple[str, type], ...] = (("status", str), ("extension", list), ("performer", list), ("note", list))
+_ENCOUNTER_SHAPE: tuple[tuple[str, type], ...] = (("status", str), ("period", dict))
 _PROGRESS = re.compile(r"progress (report|note)|re-?evaluation|recertif", re.IGNORECASE)
 
 
@@ -153,6 +156,8 @@ class TherapyVisit:
     ytd_therapy_amount: float | None = None
     this_visit_amount: float | None = None
     findings: list[Finding] = field(default_factory=list)
+    # False when the encounter's data could not be read (see `mark_unchecked`): no criteria are run on it.
+    checked: bool = True
 
     @property
     def codes(self) -> set[str]:
@@ -187,10 +192,39 @@ class TherapyVisit:
 
 # ---------------------------------------------------------------- helpers
 
+def malformed_data(reference: str, exc: BaseException) -> Finding:
+    """The data-quality finding for an encounter the safety net could not check."""
+    return data_quality(
+        "malformed-data",
+        f"{reference} could not be checked: malformed data ({type(exc).__name__}); set PTGUARD_DEBUG=1 for details",
+        reference,
+        severity="warning",
+    )
+
+
+def mark_unchecked(visit: TherapyVisit, exc: BaseException) -> TherapyVisit:
+    """Turn a visit that failed part-way into an unchecked one: its data-quality findings plus the malformed one."""
+    visit.checked = False
+    visit.procedures, visit.billed, visit.notes, visit.measures = [], [], [], []
+    visit.goals, visit.plans, visit.referrals, visit.diagnoses = [], [], [], []
+    kept = [f for f in visit.findings if f.category == "data-quality"]
+    visit.findings = [*kept, malformed_data(visit.encounter_reference, exc)]
+    return visit
+
+
+def _coding_words(concept: Any) -> list[str]:
+    """Codes, displays and text of a concept (what tells a therapist from an assistant)."""
+    words = [w for c in codes.codings(concept) for w in (text(c.get("code")), text(c.get("display"))) if w]
+    concept_text = text(concept.get("text")) if isinstance(concept, dict) else None
+    if concept_text:
+        words.append(concept_text)
+    return words
+
+
 
 def _ext_value(resource: Any, name: str) -> Any:
-    for ext in resource.get("extension") or [] if isinstance(resource, dict) else []:
-        if isinstance(ext, dict) and ext.get("url") == EXT + name:
+    for ext in elements(resource, "extension"):
+        if ext.get("url") == EXT + name:
             for key, value in ext.items():
                 if key.startswith("value"):
                     return value
@@ -229,13 +263,11 @@ def _money(value: Any) -> float | None:
 def _human_name(resource: Resource | None) -> str:
     if not resource:
         return ""
-    for name in resource.get("name") or []:
-        if not isinstance(name, dict):
-            continue
+    for name in elements(resource, "name"):
         if isinstance(name.get("text"), str):
             return str(name["text"])
-        given = " ".join(g for g in name.get("given") or [] if isinstance(g, str))
-        family = name.get("family") if isinstance(name.get("family"), str) else ""
+        given = " ".join(strings(name, "given"))
+        family = text(name.get("family")) or ""
         full = f"{given} {family}".strip()
         if full:
             return full
@@ -263,7 +295,7 @@ def _attachment_text(att: dict[str, Any]) -> str | None:
     data = att.get("data")
     if not isinstance(data, str):
         return None
-    ctype = str(att.get("contentType") or "text/plain").lower()
+    ctype = (text(att.get("contentType")) or "text/plain").lower()
     if not (ctype.startswith("text/") or "html" in ctype or "xml" in ctype):
         raise AttachmentError(f"attachment is {ctype.split(';')[0]}, not text; its content was not read")
     try:
@@ -271,12 +303,12 @@ def _attachment_text(att: dict[str, Any]) -> str | None:
     except (binascii.Error, ValueError):
         raise AttachmentError("attachment data is not valid base64") from None
     try:
-        text = raw.decode("utf-8")
+        decoded = raw.decode("utf-8")
     except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+        decoded = raw.decode("latin-1")
     if "html" in ctype or "xml" in ctype:
-        text = html_to_text(text)
-    return text
+        decoded = html_to_text(decoded)
+    return decoded
 
 
 def _modifier_codes(concepts: Iterable[Any]) -> tuple[str, ...]:
@@ -329,9 +361,10 @@ class _PayerMap:
 
     def payer_for(self, org: Resource | None, display: str) -> str:
         if org:
-            for ident in org.get("identifier") or []:
-                if isinstance(ident, dict) and ident.get("system") == self.system and ident.get("value"):
-                    return str(ident["value"])
+            for ident in elements(org, "identifier"):
+                value = text(ident.get("value"))
+                if ident.get("system") == self.system and value:
+                    return value
         name = _human_name(org) or display
         for pattern, payer in self.patterns:
             if pattern.search(name):
@@ -390,6 +423,19 @@ class ChartBuilder:
                 )
             )
 
+    def _shape(self, source: Resource, path: str, problem: str | None) -> None:
+        """A data-quality finding for an element of the wrong JSON type, which the readers treat as absent."""
+        if problem:
+            where = f"{path}.{problem}" if path and not problem.startswith("is ") else f"{path} {problem}".strip()
+            self.load_findings.append(
+                data_quality(
+                    "wrong-type",
+                    f"{self.index.label(source)} {where}; it was read as absent",
+                    self.index.label(source),
+                    severity="warning",
+                )
+            )
+
     def _patient_key(self, resource: Resource, *paths: str) -> int | str | None:
         for path in paths:
             value = resource.get(path)
@@ -407,6 +453,9 @@ class ChartBuilder:
         self.unresolved_count = 0
         self.procs_by_enc: dict[int, list[Resource]] = defaultdict(list)
         for p in ix.of_type("Procedure"):
+            self._shape(p, "code", codes.concept_problem(p.get("code")))
+            for key, kind in _PROCEDURE_SHAPE:
+                self._shape(p, "", wrong_type(p, key, kind))
             k = self._key(p.get("encounter") or p.get("context"), p, "Procedure.encounter")
             if k is not None:
                 self.procs_by_enc[k].append(p)
@@ -426,25 +475,27 @@ class ChartBuilder:
                         severity="warning",
                     )
                 )
-            for item in items if isinstance(items, list) else []:
+            for i, item in enumerate(items if isinstance(items, list) else []):
                 if not isinstance(item, dict):
                     continue
-                for enc_ref in item.get("encounter") or []:
+                self._shape(claim, f"item[{i}].productOrService", codes.concept_problem(item.get("productOrService")))
+                for enc_ref in elements(item, "encounter"):
                     k = self._key(enc_ref, claim, "Claim.item.encounter")
                     if k is not None:
                         self.items_by_enc[k].append((claim, item))
         self.docs_by_enc: dict[int, list[Resource]] = defaultdict(list)
         self.docs_by_patient: dict[int | str, list[Resource]] = defaultdict(list)
         for doc in ix.of_type("DocumentReference"):
-            for enc_ref in (
-                (doc.get("context") or {}).get("encounter") or [] if isinstance(doc.get("context"), dict) else []
-            ):
+            for enc_ref in elements(element(doc, "context"), "encounter"):
                 k = self._key(enc_ref, doc, "DocumentReference.context.encounter")
                 if k is not None:
                     self.docs_by_enc[k].append(doc)
             pk = self._patient_key(doc, "subject")
             if pk is not None:
                 self.docs_by_patient[pk].append(doc)
+        for enc in ix.of_type("Encounter"):
+            for key, kind in _ENCOUNTER_SHAPE:
+                self._shape(enc, "", wrong_type(enc, key, kind))
         self.comps_by_enc: dict[int, list[Resource]] = defaultdict(list)
         for comp in ix.of_type("Composition"):
             k = self._key(comp.get("encounter"), comp)
@@ -503,9 +554,10 @@ class ChartBuilder:
             if not self.is_therapy_encounter(e):
                 continue
             label = self.index.label(e)
-            if e.get("status") in _NOT_HELD:
+            status = text(e.get("status"))
+            if status in _NOT_HELD:
                 self.load_findings.append(
-                    data_quality("encounter-not-held", f"Encounter status is {e.get('status')}; not checked", label)
+                    data_quality("encounter-not-held", f"Encounter status is {status}; not checked", label)
                 )
                 continue
             if e.get("id") and label in seen:
@@ -523,7 +575,7 @@ class ChartBuilder:
             dates = {
                 d
                 for e in self.by_patient["Encounter"].get(pk, [])
-                if self.is_therapy_encounter(e) and (d := parse_date((e.get("period") or {}).get("start"))) is not None
+                if self.is_therapy_encounter(e) and (d := parse_date(element(e, "period").get("start"))) is not None
             }
             self._therapy_dates[pk] = sorted(dates)
         return self._therapy_dates[pk]
@@ -531,6 +583,33 @@ class ChartBuilder:
     # ------------------------------------------------------------ assembly
 
     def build(self, encounter: Resource, *, payer_override: str | None = None) -> TherapyVisit:
+        """The visit of one encounter.
+
+        The readers treat a wrong-typed element as absent; should one still trip over malformed data, this
+        encounter comes back unchecked with a data-quality finding (the others are unaffected). With
+        PTGUARD_DEBUG set the error is raised instead.
+        """
+        try:
+            return self._assemble(encounter, payer_override=payer_override)
+        except MALFORMED_DATA as exc:
+            if debugging():
+                raise
+            ref = self.index.label(encounter)
+            visit = TherapyVisit(
+                encounter_reference=ref,
+                encounter_id=text(encounter.get("id")) or ref,
+                patient_reference=ref_string(encounter.get("subject")) or "",
+                patient_name="",
+                visit_date=parse_date(element(encounter, "period").get("start")),
+                start=None,
+                payer_id=payer_override or "default-commercial",
+                payer_name="",
+                payer_reference=None,
+                coverage_reference=None,
+            )
+            return mark_unchecked(visit, exc)
+
+    def _assemble(self, encounter: Resource, *, payer_override: str | None) -> TherapyVisit:
         ix = self.index
         ref = ix.label(encounter)
         findings: list[Finding] = []
@@ -579,7 +658,7 @@ class ChartBuilder:
             )
         visit = TherapyVisit(
             encounter_reference=ref,
-            encounter_id=str(encounter.get("id") or ref),
+            encounter_id=text(encounter.get("id")) or ref,
             patient_reference=ix.label(patient) if patient else (ref_string(encounter.get("subject")) or ""),
             patient_name=_human_name(patient),
             visit_date=visit_date,
@@ -607,19 +686,11 @@ class ChartBuilder:
         words: list[str] = []
         practitioner = actor
         if actor.get("resourceType") == "PractitionerRole":
-            for concept in actor.get("code") or []:
-                words.extend(c.get("code", "") for c in codes.codings(concept))
-                words.extend(c.get("display", "") for c in codes.codings(concept))
-                if isinstance(concept, dict) and concept.get("text"):
-                    words.append(str(concept["text"]))
+            for concept in elements(actor, "code"):
+                words.extend(_coding_words(concept))
             practitioner = ix.resolve(actor.get("practitioner"), actor) or actor
-        for q in practitioner.get("qualification") or []:
-            if isinstance(q, dict):
-                concept = q.get("code")
-                words.extend(str(c.get("code", "")) for c in codes.codings(concept))
-                words.extend(str(c.get("display", "")) for c in codes.codings(concept))
-                if isinstance(concept, dict) and concept.get("text"):
-                    words.append(str(concept["text"]))
+        for q in elements(practitioner, "qualification"):
+            words.extend(_coding_words(q.get("code")))
         role, discipline = self.roles.classify(words)
         quals = tuple(dict.fromkeys(w for w in words if w))
         return Clinician(ix.label(actor), _human_name(practitioner), role, discipline, quals)
@@ -631,13 +702,23 @@ class ChartBuilder:
             pref = ix.label(p)
             if not code or code not in self.therapy_codes:
                 continue
-            if p.get("status") in {"not-done", "entered-in-error"}:
+            if text(p.get("status")) in {"not-done", "entered-in-error"}:
                 continue
             if self.validate_resources:
                 visit.findings.extend(validate(p, pref))
             minutes: int | None = None
             source = "none"
-            ext = _minutes_value(_ext_value(p, "timed-minutes"))
+            raw_ext = _ext_value(p, "timed-minutes")
+            ext = _minutes_value(raw_ext)
+            if raw_ext is not None and ext is None:
+                visit.findings.append(
+                    data_quality(
+                        "wrong-type",
+                        f"{code}: the timed-minutes extension value {str(raw_ext)[:40]!r} is not a number; ignored",
+                        pref,
+                        severity="warning",
+                    )
+                )
             if ext is not None:
                 minutes, source = ext, "timed-minutes extension"
             else:
@@ -646,8 +727,8 @@ class ChartBuilder:
                 if span is not None:
                     minutes, source = span, "performedPeriod"
                 else:
-                    for note in p.get("note") or []:
-                        m = _MIN_IN_TEXT.search(str(note.get("text", ""))) if isinstance(note, dict) else None
+                    for note in elements(p, "note"):
+                        m = _MIN_IN_TEXT.search(text(note.get("text")) or "")
                         if m:
                             minutes, source = int(m.group(1)), "Procedure.note"
                             break
@@ -671,18 +752,16 @@ class ChartBuilder:
                     )
                 )
             mods = [
-                ext.get("valueCoding")
-                for ext in p.get("extension") or []
-                if isinstance(ext, dict) and ext.get("url") == EXT + "modifier"
+                ext.get("valueCoding") for ext in elements(p, "extension") if ext.get("url") == EXT + "modifier"
             ]
             performers = tuple(
                 c
-                for perf in p.get("performer") or []
-                if isinstance(perf, dict) and (c := self._clinician(perf.get("actor"), p)) is not None
+                for perf in elements(p, "performer")
+                if (c := self._clinician(perf.get("actor"), p)) is not None
             )
             assistant = _number(_ext_value(p, "assistant-minutes"))
             assistant_minutes: int | None
-            if assistant is not None:
+            if assistant is not None and math.isfinite(assistant):
                 assistant_minutes = int(assistant)
             elif performers and all(c.role == "assistant" for c in performers):
                 assistant_minutes = minutes
@@ -696,15 +775,14 @@ class ChartBuilder:
 
     def _claim_diagnoses(self, claim: Resource) -> dict[int, str]:
         out: dict[int, str] = {}
-        for d in claim.get("diagnosis") or []:
-            if not isinstance(d, dict):
-                continue
+        for d in elements(claim, "diagnosis"):
             code = codes.code_in(d.get("diagnosisCodeableConcept"), (codes.ICD10CM,))
             if not code and d.get("diagnosisReference"):
                 cond = self.index.resolve(d.get("diagnosisReference"), claim)
-                code = codes.code_in((cond or {}).get("code"), (codes.ICD10CM,))
-            if code and isinstance(d.get("sequence"), int):
-                out[d["sequence"]] = code
+                code = codes.code_in(element(cond, "code") or None, (codes.ICD10CM,))
+            seq = d.get("sequence")
+            if code and isinstance(seq, int) and not isinstance(seq, bool):
+                out[seq] = code
         return out
 
     def _billed(self, visit: TherapyVisit, encounter: Resource, pk: int | str | None) -> list[Resource]:
@@ -712,12 +790,8 @@ class ChartBuilder:
         pairs = list(self.items_by_enc.get(id(encounter), []))
         if not pairs and pk is not None and visit.visit_date is not None:
             for claim in self.claims_by_patient.get(pk, []):
-                for item in claim.get("item") or []:
-                    if (
-                        isinstance(item, dict)
-                        and parse_date(item.get("servicedDate")) == visit.visit_date
-                        and not item.get("encounter")
-                    ):
+                for item in elements(claim, "item"):
+                    if parse_date(item.get("servicedDate")) == visit.visit_date and not item.get("encounter"):
                         pairs.append((claim, item))
         claims: list[Resource] = []
         for claim, item in pairs:
@@ -729,8 +803,9 @@ class ChartBuilder:
                 if self.validate_resources:
                     visit.findings.extend(validate(claim, ix.label(claim)))
             dx = self._claim_diagnoses(claim)
-            seq = item.get("sequence") if isinstance(item.get("sequence"), int) else None
-            pointers = [p for p in item.get("diagnosisSequence") or [] if isinstance(p, int)]
+            raw_seq = item.get("sequence")
+            seq = raw_seq if isinstance(raw_seq, int) and not isinstance(raw_seq, bool) else None
+            pointers = integers(item, "diagnosisSequence")
             diagnoses = tuple(dx[p] for p in pointers if p in dx) or tuple(dx.values())
             units = _number(item.get("quantity"))
             if item.get("quantity") is not None and (units is None or units < 0 or units > 96):
@@ -738,7 +813,7 @@ class ChartBuilder:
                     data_quality(
                         "bad-units",
                         f"{code}: quantity {str(item.get('quantity'))[:40]} is not a usable number of units; billed units unknown",
-                        f"{ix.label(claim)}#item{item.get('sequence', '?')}",
+                        f"{ix.label(claim)}#item{seq if seq is not None else '?'}",
                         severity="warning",
                     )
                 )
@@ -749,7 +824,7 @@ class ChartBuilder:
                     claim_reference=ix.label(claim),
                     sequence=seq,
                     code=code,
-                    modifiers=_modifier_codes(item.get("modifier") or []),
+                    modifiers=_modifier_codes(elements(item, "modifier")),
                     units=units,
                     net=_money(item.get("net")),
                     diagnoses=diagnoses,
@@ -764,8 +839,8 @@ class ChartBuilder:
         ix = self.index
         coverage: Resource | None = None
         for claim in claims:
-            insurances = [i for i in claim.get("insurance") or [] if isinstance(i, dict)]
-            insurances.sort(key=lambda i: not i.get("focal"))
+            insurances = elements(claim, "insurance")
+            insurances.sort(key=lambda i: i.get("focal") is not True)
             for ins in insurances:
                 coverage = ix.resolve(ins.get("coverage"), claim)
                 if coverage:
@@ -774,7 +849,7 @@ class ChartBuilder:
                 break
         if coverage is None and pk is not None:
             for cov in self.by_patient["Coverage"].get(pk, []):
-                if cov.get("status") not in (None, "active"):
+                if cov.get("status") is not None and text(cov.get("status")) != "active":
                     continue
                 period = element(cov, "period")
                 s, e = parse_date(period.get("start")), parse_date(period.get("end"))
@@ -786,9 +861,10 @@ class ChartBuilder:
         display = ""
         if coverage is not None:
             visit.coverage_reference = ix.label(coverage)
-            payor = (coverage.get("payor") or [None])[0]
+            payors = elements(coverage, "payor")
+            payor = payors[0] if payors else None
             org = ix.resolve(payor, coverage)
-            display = str(payor.get("display", "")) if isinstance(payor, dict) else ""
+            display = (text(payor.get("display")) or "") if payor is not None else ""
             visit.payer_reference = ix.label(org) if org else ref_string(payor)
             ytd_ext = _money(_ext_value(coverage, "ytd-therapy-amount"))
             if ytd_ext is not None:
@@ -814,58 +890,57 @@ class ChartBuilder:
         # a megabyte-sized note would otherwise cost seconds of regex time on every check.
         limit = int(table("narrative-patterns").get("max_note_characters") or 100_000)
 
-        def add(ref: str, text: str, kind: str) -> None:
-            text = text.strip()
-            if len(text) > limit:
+        def add(ref: str, body: str, kind: str) -> None:
+            body = body.strip()
+            if len(body) > limit:
                 visit.findings.append(
                     data_quality("note-truncated", f"note truncated to {limit} characters for checking", ref)
                 )
-                text = text[:limit]
-            visit.notes.append(NoteText(ref, text, kind))
+                body = body[:limit]
+            visit.notes.append(NoteText(ref, body, kind))
 
         for doc in self.docs_by_enc.get(id(encounter), []):
             if doc.get("status") == "entered-in-error":
                 continue
             dref = ix.label(doc)
-            for content in doc.get("content") or []:
-                att = content.get("attachment") if isinstance(content, dict) else None
-                if not isinstance(att, dict):
+            for content in elements(doc, "content"):
+                att = element(content, "attachment")
+                if not att:
                     continue
                 try:
-                    text = _attachment_text(att)
+                    content_text = _attachment_text(att)
                 except AttachmentError as exc:
                     visit.findings.append(data_quality("note-unreadable", str(exc), dref, severity="warning"))
                     continue
-                if text is None:
+                if content_text is None:
                     if att.get("url") and not att.get("data"):
                         visit.findings.append(
                             data_quality("note-not-inline", "note text is only at a URL; not read", dref)
                         )
                     continue
-                add(dref, text, "note")
+                add(dref, content_text, "note")
         for comp in self.comps_by_enc.get(id(encounter), []):
             cref = ix.label(comp)
-            stack = list(comp.get("section") or [])
+            stack = elements(comp, "section")
             while stack:
                 sec = stack.pop(0)
-                if not isinstance(sec, dict):
-                    continue
-                div = (sec.get("text") or {}).get("div") if isinstance(sec.get("text"), dict) else None
-                if isinstance(div, str):
+                div = text(element(sec, "text").get("div"))
+                if div is not None:
                     add(cref, html_to_text(div), "composition")
-                stack.extend(sec.get("section") or [])
+                stack.extend(elements(sec, "section"))
         for p in self.procs_by_enc.get(id(encounter), []):
-            for note in p.get("note") or []:
-                if isinstance(note, dict) and isinstance(note.get("text"), str):
-                    add(ix.label(p), note["text"], "procedure-note")
+            for note in elements(p, "note"):
+                note_text = text(note.get("text"))
+                if note_text is not None:
+                    add(ix.label(p), note_text, "procedure-note")
 
     def _patient_context(self, visit: TherapyVisit, encounter: Resource, pk: int | str) -> None:
         ix = self.index
         vd = visit.visit_date
         for obs in self.by_patient["Observation"].get(pk, []):
-            if obs.get("status") in {"entered-in-error", "cancelled"}:
+            if text(obs.get("status")) in {"entered-in-error", "cancelled"}:
                 continue
-            when = parse_date(obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("start"))
+            when = parse_date(obs.get("effectiveDateTime") or element(obs, "effectivePeriod").get("start"))
             if vd and when and when > vd:
                 continue
             value = _observation_value(obs)
@@ -874,29 +949,24 @@ class ChartBuilder:
             this_visit = ix.resolve(obs.get("encounter"), obs) is encounter
             visit.measures.append(Measure(ix.label(obs), codes.text_of(obs.get("code")), value, when, this_visit))
         for goal in self.by_patient["Goal"].get(pk, []):
-            text = codes.text_of(goal.get("description"))
+            goal_text = codes.text_of(goal.get("description"))
             due = next(
                 (
                     parse_date(t.get("dueDate"))
-                    for t in goal.get("target") or []
-                    if isinstance(t, dict) and t.get("dueDate")
+                    for t in elements(goal, "target")
+                    if t.get("dueDate")
                 ),
                 None,
             )
-            visit.goals.append(GoalInfo(ix.label(goal), text, due, str(goal.get("lifecycleStatus", ""))))
+            visit.goals.append(GoalInfo(ix.label(goal), goal_text, due, text(goal.get("lifecycleStatus")) or ""))
         for plan in self.by_patient["CarePlan"].get(pk, []):
-            if plan.get("status") in {"entered-in-error", "revoked", "draft"}:
+            if text(plan.get("status")) in {"entered-in-error", "revoked", "draft"}:
                 continue
             period = element(plan, "period")
             planned = tuple(
                 c
-                for act in plan.get("activity") or []
-                if isinstance(act, dict)
-                and (
-                    c := codes.procedure_code(
-                        (act.get("detail") or {}).get("code") if isinstance(act.get("detail"), dict) else None
-                    )
-                )
+                for act in elements(plan, "activity")
+                if (c := codes.procedure_code(element(act, "detail").get("code")))
             )
             visit.plans.append(
                 PlanOfCare(
@@ -909,14 +979,14 @@ class ChartBuilder:
                 )
             )
         for sr in self.by_patient["ServiceRequest"].get(pk, []):
-            if sr.get("status") in {"entered-in-error", "revoked"}:
+            if text(sr.get("status")) in {"entered-in-error", "revoked"}:
                 continue
             requester = ix.resolve(sr.get("requester"), sr)
             visit.referrals.append(Referral(ix.label(sr), parse_date(sr.get("authoredOn")), _human_name(requester)))
         self._episode(visit, pk)
         self._ytd(visit, pk)
         if not visit.diagnoses:
-            for reason in encounter.get("reasonCode") or []:
+            for reason in elements(encounter, "reasonCode"):
                 code = codes.code_in(reason, (codes.ICD10CM,))
                 if code:
                     visit.diagnoses.append(code)
@@ -965,12 +1035,10 @@ class ChartBuilder:
         current = 0.0
         seen = False
         for claim in self.claims_by_patient.get(pk, []):
-            for item in claim.get("item") or []:
-                if not isinstance(item, dict):
-                    continue
+            for item in elements(claim, "item"):
                 code = self._code_of(item, "productOrService")
                 net = _money(item.get("net"))
-                d = parse_date(item.get("servicedDate")) or parse_date((claim.get("billablePeriod") or {}).get("start"))
+                d = parse_date(item.get("servicedDate")) or parse_date(element(claim, "billablePeriod").get("start"))
                 if not code or code not in self.therapy_codes or net is None or d is None or d.year != vd.year:
                     continue
                 seen = True
@@ -986,7 +1054,7 @@ class ChartBuilder:
 def _observation_value(obs: Resource) -> str | None:
     q = obs.get("valueQuantity")
     if isinstance(q, dict) and q.get("value") is not None:
-        unit = q.get("unit") or q.get("code") or ""
+        unit = text(q.get("unit")) or text(q.get("code")) or ""
         return f"{q['value']} {unit}".strip()
     for key in ("valueString", "valueInteger", "valueBoolean"):
         if key in obs:

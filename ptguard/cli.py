@@ -15,7 +15,7 @@ from typing import Any, TextIO, cast
 import orjson
 
 from ptguard import __version__
-from ptguard.errors import ConfigError, InputError, PtguardError
+from ptguard.errors import ConfigError, InputError, PtguardError, debugging
 from ptguard.findings import Finding
 
 # Modules that contribute subcommands through add_cli(subparsers); missing optional ones are skipped.
@@ -242,13 +242,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except BrokenPipeError:
         return 0
     except OSError as exc:
-        if os.environ.get("PTGUARD_DEBUG"):
+        if debugging():
             raise
         where = f"{exc.filename}: " if isinstance(exc.filename, str) else ""
         sys.stderr.write(f"ptguard: error: {where}cannot read or write ({exc.strerror or type(exc).__name__})\n")
         return 74
     except Exception as exc:
-        if os.environ.get("PTGUARD_DEBUG"):
+        if debugging():
             raise
         sys.stderr.write(f"ptguard: internal error ({type(exc).__name__}); set PTGUARD_DEBUG=1 for details\n")
         return 70

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
+# What a reader of untrusted JSON raises when an element has a type or shape no check foresaw; the safety nets
+# around one encounter / one adjudication catch these so the others of a batch still go on.
+MALFORMED_DATA: tuple[type[Exception], ...] = (TypeError, AttributeError, KeyError, ValueError, IndexError)
+
+
+def debugging() -> bool:
+    """True when PTGUARD_DEBUG is set: safety nets re-raise and errors keep their traceback."""
+    return bool(os.environ.get("PTGUARD_DEBUG"))
+
 
 class PtguardError(Exception):
     """Base of every error the core raises on purpose; its message is safe to show a user."""

@@ -15,7 +15,7 @@ from ptguard.chart import html_to_text
 from ptguard.fhir import codes
 from ptguard.fhir.dates import parse_date
 from ptguard.fhir.load import Resource
-from ptguard.fhir.refs import element, ref_string
+from ptguard.fhir.refs import element, elements, ref_string
 
 _EVALUATION = re.compile(r"\bevaluation\b|\binitial eval", re.IGNORECASE)
 _PROGRESS = re.compile(r"progress (report|note)|re-?evaluation|recertif", re.IGNORECASE)
@@ -47,11 +47,11 @@ def _doc_blocks(doc: Resource, label: str) -> tuple[list[ExhibitBlock], str | No
         f"Document: {codes.text_of(doc.get('type')) or 'clinical document'}",
         f"Date: {long_date(parse_date(doc.get('date')))}" if doc.get("date") else "",
         "Author: "
-        + ", ".join(str(a.get("display")) for a in doc.get("author") or [] if isinstance(a, dict) and a.get("display")),
+        + ", ".join(d for a in elements(doc, "author") if isinstance(d := a.get("display"), str) and d.strip()),
     ]
     blocks.append(ExhibitBlock("text", " · ".join(m for m in meta if m and not m.endswith(": ")), source=label))
-    for content in doc.get("content") or []:
-        att = content.get("attachment") if isinstance(content, dict) else None
+    for content in elements(doc, "content"):
+        att = content.get("attachment")
         if not isinstance(att, dict):
             continue
         text, raw = _attachment(att)
@@ -132,7 +132,7 @@ def build_exhibits(src: AppealSource) -> tuple[list[Exhibit], dict[str, str], li
             for doc in docs
             if any(
                 index.resolve(e, doc) is index.get("Encounter", v.encounter_id)
-                for e in (element(doc, "context").get("encounter") or [])
+                for e in elements(element(doc, "context"), "encounter")
             )
         ]
         blocks: list[ExhibitBlock] = []

@@ -11,7 +11,7 @@ from ptguard.errors import InputError, NotFoundError
 from ptguard.fhir.client import FhirClient
 from ptguard.fhir.fetch import fetch, merge, patient_queries
 from ptguard.fhir.load import LoadResult, Resource, load_path
-from ptguard.fhir.refs import ref_string
+from ptguard.fhir.refs import elements, ref_string
 from ptguard.findings import Finding
 from ptguard.rules.criteria_files import PayerCriteria, load_payer
 from ptguard.rules.engine import Evaluation, evaluate
@@ -71,10 +71,10 @@ def build_source(load: LoadResult, claim_response: str | None = None, *, payer: 
         )
     denied_seqs = {ln.sequence for ln in first.denied_lines} or {ln.sequence for ln in first.lines}
     encounters: list[Resource] = []
-    for item in claim.get("item") or []:
-        if not isinstance(item, dict) or (denied_seqs and item.get("sequence") not in denied_seqs):
+    for item in elements(claim, "item"):
+        if denied_seqs and item.get("sequence") not in denied_seqs:
             continue
-        for enc_ref in item.get("encounter") or []:
+        for enc_ref in elements(item, "encounter"):
             enc = index.resolve(enc_ref, claim)
             if enc is not None and enc not in encounters:
                 encounters.append(enc)

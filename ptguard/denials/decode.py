@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -10,13 +11,15 @@ from typing import Any, Literal
 
 import orjson
 
-from ptguard.errors import InputError
+from ptguard.errors import MALFORMED_DATA, InputError, debugging
 from ptguard.fhir import codes
 from ptguard.fhir.dates import parse_date
 from ptguard.fhir.load import Resource, json_kind
 from ptguard.fhir.refs import ResourceIndex, element, ref_string
 from ptguard.findings import Finding, data_quality
 from ptguard.rules.tables import table
+
+log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 EXT = "https://ptguard.dev/fhir/StructureDefinition/"
@@ -29,6 +32,8 @@ _PAID_CATEGORIES = ("benefit", "paidtoprovider", "payment", "paid", "paidtopatie
 _SUBMITTED_CATEGORIES = frozenset({"submitted"})
 # The denial category (carc.yaml `categories`) of a claim the payer denied whose lines could not be read.
 LINES_UNREADABLE = "lines-unreadable"
+# The category of an adjudication ptguard could not read at all (see `decode_or_note`).
+UNREADABLE = "unreadable"
 _DENIAL_CATEGORIES = frozenset({"denialreason", "rejectreason", "adjustmentreason", "noncovered"})
 _REVIEW_ACTIONS = {
     "A1": "certified",
@@ -203,73 +208,100 @@ def meaning(reason_system: str, code: str) -> str | None:
 # ----------------------------------------------------------------------------- reading adjudications
 
 
+def _str(value: Any) -> str | None:
+    """A JSON string, else None (a number, list or object where a string belongs is read as absent)."""
+    return value if isinstance(value, str) else None
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number (not true/false), else None."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The JSON objects of a list element, silently skipping anything else (for elements that only add detail)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _coding_codes(concept: Any) -> list[str]:
+    """The string codes of a concept's codings."""
+    return [c["code"] for c in codes.codings(concept) if isinstance(c.get("code"), str)]
+
+
 def _amount(adj: dict[str, Any]) -> float | None:
     amount = adj.get("amount")
-    if isinstance(amount, dict) and isinstance(amount.get("value"), int | float):
-        return float(amount["value"])
-    if isinstance(adj.get("value"), int | float):
-        return float(adj["value"])
-    return None
+    if isinstance(amount, dict) and (value := _number(amount.get("value"))) is not None:
+        return value
+    return _number(adj.get("value"))
 
 
-def _group_of(adj: dict[str, Any]) -> str | None:
-    for ext in adj.get("extension") or []:
-        if isinstance(ext, dict) and str(ext.get("url", "")).endswith(("adjudication-group", "adjustment-group")):
+def _group_of(adj: dict[str, Any], problems: list[str] | None = None, where: str = "adjudication") -> str | None:
+    notes = problems if problems is not None else []
+    for ext in _objects(adj.get("extension"), f"{where}.extension", notes):
+        if str(ext.get("url", "")).endswith(("adjudication-group", "adjustment-group")):
             value = ext.get("valueCodeableConcept") or ext.get("valueCoding")
             code = codes.code_in(value, (codes.GROUP,))
             if code:
                 return code
-            for c in codes.codings(value):
-                if isinstance(c.get("code"), str):
-                    return str(c["code"])
+            for found in _coding_codes(value):
+                return found
     return codes.code_in(adj.get("reason"), (codes.GROUP,))
 
 
 def _category_codes(adj: dict[str, Any]) -> set[str]:
-    return {str(c.get("code", "")).lower() for c in codes.codings(adj.get("category"))}
+    return {code.lower() for code in _coding_codes(adj.get("category"))}
 
 
-def _reasons_from_adjudication(adj: dict[str, Any]) -> list[Reason]:
+def _reasons_from_adjudication(
+    adj: dict[str, Any], problems: list[str] | None = None, where: str = "adjudication"
+) -> list[Reason]:
     out: list[Reason] = []
-    group = _group_of(adj)
-    quantity = adj.get("quantity", {}).get("value") if isinstance(adj.get("quantity"), dict) else None
+    group = _group_of(adj, problems, where)
+    quantity = _number(element(adj, "quantity").get("value"))
     for c in codes.codings(adj.get("reason")):
-        system = codes.normalise_system(c.get("system")) or ""
+        system = codes.normalise_system(_str(c.get("system"))) or ""
         code = c.get("code")
         if not isinstance(code, str) or system == codes.GROUP:
             continue
         out.append(
             Reason(
-                system, code.strip(), group, _amount(adj), quantity, meaning(system, code.strip()) or c.get("display")
+                system,
+                code.strip(),
+                group,
+                _amount(adj),
+                quantity,
+                meaning(system, code.strip()) or _str(c.get("display")),
             )
         )
     return out
 
 
-def _remarks(element: dict[str, Any], notes: dict[int, str]) -> list[Reason]:
+def _remarks(
+    holder: dict[str, Any], notes: dict[int, str], problems: list[str] | None = None, where: str = "extension"
+) -> list[Reason]:
     out: list[Reason] = []
-    for ext in element.get("extension") or []:
-        if isinstance(ext, dict) and str(ext.get("url", "")).endswith("remark-code"):
+    for ext in _objects(holder.get("extension"), where, problems if problems is not None else []):
+        if str(ext.get("url", "")).endswith("remark-code"):
             for c in codes.codings(ext.get("valueCodeableConcept") or ext.get("valueCoding")):
                 code = c.get("code")
                 if isinstance(code, str):
                     out.append(
-                        Reason(codes.RARC, code, None, None, None, meaning(codes.RARC, code) or c.get("display"))
+                        Reason(codes.RARC, code, None, None, None, meaning(codes.RARC, code) or _str(c.get("display")))
                     )
     return out
 
 
 def _review_action(item: dict[str, Any]) -> str | None:
     """Da Vinci PAS: the X12 306 review action code in an adjudication (or item) extension."""
-    holders = [item, *[a for a in item.get("adjudication") or [] if isinstance(a, dict)]]
+    holders = [item, *_dicts(item.get("adjudication"))]
     for holder in holders:
-        for ext in holder.get("extension") or []:
-            if not isinstance(ext, dict) or not str(ext.get("url", "")).endswith(REVIEW_ACTION_SUFFIX):
+        for ext in _dicts(holder.get("extension")):
+            if not str(ext.get("url", "")).endswith(REVIEW_ACTION_SUFFIX):
                 continue
-            for sub in ext.get("extension") or [ext]:
-                for c in codes.codings(sub.get("valueCodeableConcept") or sub.get("valueCoding")):
-                    code = c.get("code")
-                    if isinstance(code, str) and code in _REVIEW_ACTIONS:
+            subs = ext.get("extension") if isinstance(ext.get("extension"), list) and ext["extension"] else [ext]
+            for sub in _dicts(subs):
+                for code in _coding_codes(sub.get("valueCodeableConcept") or sub.get("valueCoding")):
+                    if code in _REVIEW_ACTIONS:
                         return code
     return None
 
@@ -301,50 +333,40 @@ def _line(
         problems.append(f"{where}.itemSequence {seq_text!r} is not a whole number; the line is shown as {seq_text!r}")
     claim_item = claim_items.get(seq) if seq is not None else None
     code = codes.procedure_code(item.get("productOrService"))
-    modifiers: list[str] = [c.get("code", "") for c in codes.codings(item.get("modifier") or [])]
+    modifiers: list[str] = _coding_codes(item.get("modifier"))
     units = None
-    for ext in item.get("extension") or []:
-        if not isinstance(ext, dict):
-            continue
+    for ext in _objects(item.get("extension"), f"{where}.extension", problems):
         url = str(ext.get("url", ""))
         if url == EXT + "product-or-service" and not code:
             code = codes.procedure_code(ext.get("valueCodeableConcept") or ext.get("valueCoding"))
         elif url == EXT + "modifier":
-            modifiers.extend(
-                c.get("code", "") for c in codes.codings(ext.get("valueCodeableConcept") or ext.get("valueCoding"))
-            )
-        elif url == EXT + "units-billed" and isinstance(ext.get("valueDecimal"), int | float):
-            units = float(ext["valueDecimal"])
+            modifiers.extend(_coding_codes(ext.get("valueCodeableConcept") or ext.get("valueCoding")))
+        elif url == EXT + "units-billed" and (value := _number(ext.get("valueDecimal"))) is not None:
+            units = value
     if claim_item is not None:
         code = code or codes.procedure_code(claim_item.get("productOrService"))
         if not modifiers:
-            modifiers = [c.get("code", "") for c in codes.codings(claim_item.get("modifier") or [])]
-        q = claim_item.get("quantity")
-        if units is None and isinstance(q, dict) and isinstance(q.get("value"), int | float):
-            units = float(q["value"])
-    if (
-        units is None
-        and isinstance(item.get("quantity"), dict)
-        and isinstance(item["quantity"].get("value"), int | float)
-    ):
-        units = float(item["quantity"]["value"])
+            modifiers = _coding_codes(claim_item.get("modifier"))
+        if units is None:
+            units = _number(element(claim_item, "quantity").get("value"))
+    if units is None:
+        units = _number(element(item, "quantity").get("value"))
     submitted = paid = None
     reasons: list[Reason] = []
-    for adj in _objects(item.get("adjudication"), f"{where}.adjudication", problems):
+    for n, adj in enumerate(_objects(item.get("adjudication"), f"{where}.adjudication", problems)):
         cats = _category_codes(adj)
         if cats & _SUBMITTED_CATEGORIES and submitted is None:
             submitted = _amount(adj)
         elif cats.intersection(_PAID_CATEGORIES) and paid is None:
             paid = _amount(adj)
-        reasons.extend(_reasons_from_adjudication(adj))
+        reasons.extend(_reasons_from_adjudication(adj, problems, f"{where}.adjudication[{n}]"))
     if submitted is None and claim_item is not None:
-        net = claim_item.get("net")
-        submitted = float(net["value"]) if isinstance(net, dict) and isinstance(net.get("value"), int | float) else None
+        submitted = _number(element(claim_item, "net").get("value"))
     reasons.extend(_remarks(item, notes))
     action = _review_action(item)
     status = _line_status(submitted, paid, reasons, action)
     return DecodedLine(
-        seq, code, tuple(m for m in modifiers if m), submitted, paid, status, reasons, action, None, units, seq_text
+        seq, code, tuple(m.strip() for m in modifiers if m.strip()), submitted, paid, status, reasons, action, None, units, seq_text
     )
 
 
@@ -515,34 +537,39 @@ def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint
     ref = index.label(resource) if index else f"{rtype}/{resource.get('id', '?')}"
     claim_ref = ref_string(resource.get("request") if rtype == "ClaimResponse" else resource.get("claim"))
     claim = index.resolve(claim_ref, resource) if index and claim_ref else None
+    problems: list[str] = []
     claim_items = {
         i["sequence"]: i
-        for i in (claim or {}).get("item") or []
-        if isinstance(i, dict) and isinstance(i.get("sequence"), int)
+        for i in _objects(claim.get("item") if claim else None,
+                          f"{index.label(claim) if index and claim else 'Claim'}.item", problems)
+        if isinstance(i.get("sequence"), int) and not isinstance(i.get("sequence"), bool)
     }
     notes = {
         n["number"]: str(n.get("text", ""))
-        for n in resource.get("processNote") or []
-        if isinstance(n, dict) and isinstance(n.get("number"), int)
+        for n in _dicts(resource.get("processNote"))
+        if isinstance(n.get("number"), int)
     }
-    problems: list[str] = []
     items = _objects(resource.get("item"), f"{rtype}.item", problems)
     lines = [_line(it, claim_items, notes, problems, f"{rtype}.item[{n}]") for n, it in enumerate(items)]
     added = _objects(resource.get("addItem"), f"{rtype}.addItem", problems)
     lines += [_line(it, {}, notes, problems, f"{rtype}.addItem[{n}]") for n, it in enumerate(added)]
     claim_reasons: list[Reason] = []
-    for adj in _objects(resource.get("adjudication"), f"{rtype}.adjudication", problems):
-        claim_reasons.extend(_reasons_from_adjudication(adj))
-    claim_reasons.extend(_remarks(resource, notes))
-    for err in resource.get("error") or []:
-        if isinstance(err, dict):
-            for c in codes.codings(err.get("code")):
-                if isinstance(c.get("code"), str):
-                    claim_reasons.append(
-                        Reason(
-                            codes.normalise_system(c.get("system")) or "", c["code"], None, None, None, c.get("display")
-                        )
+    for n, adj in enumerate(_objects(resource.get("adjudication"), f"{rtype}.adjudication", problems)):
+        claim_reasons.extend(_reasons_from_adjudication(adj, problems, f"{rtype}.adjudication[{n}]"))
+    claim_reasons.extend(_remarks(resource, notes, problems, f"{rtype}.extension"))
+    for err in _objects(resource.get("error"), f"{rtype}.error", problems):
+        for c in codes.codings(err.get("code")):
+            if isinstance(c.get("code"), str):
+                claim_reasons.append(
+                    Reason(
+                        codes.normalise_system(_str(c.get("system"))) or "",
+                        c["code"],
+                        None,
+                        None,
+                        None,
+                        _str(c.get("display")),
                     )
+                )
     outcome = resource.get("outcome") if isinstance(resource.get("outcome"), str) else None
     denial_reasons = [
         *claim_reasons,
@@ -575,27 +602,21 @@ def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint
             )
     patient = resource.get("patient")
     identifiers = {
-        str(i.get("system")): str(i.get("value"))
-        for i in resource.get("identifier") or []
-        if isinstance(i, dict) and i.get("system") and i.get("value")
+        i["system"]: i["value"]
+        for i in _dicts(resource.get("identifier"))
+        if _str(i.get("system")) and _str(i.get("value"))
     }
-    request = resource.get("request")
-    if isinstance(request, dict) and isinstance(request.get("identifier"), dict):
-        ident = request["identifier"]
+    ident = element(element(resource, "request"), "identifier")
+    if ident:
         identifiers.setdefault(str(ident.get("system")), str(ident.get("value")))
     return Denial(
         reference=ref,
         resource_type=str(rtype),
         patient_reference=index.label(p) if index and (p := index.resolve(patient, resource)) else ref_string(patient),
-        patient_display=patient.get("display") if isinstance(patient, dict) else None,
+        patient_display=_str(element(resource, "patient").get("display")),
         claim_reference=index.label(claim) if index and claim is not None else claim_ref,
-        payer_display=element(resource, "insurer").get("display")
-        if isinstance(resource.get("insurer"), dict)
-        else None,
-        notice_date=parse_date(resource.get("created"))
-        or parse_date(
-            (resource.get("payment") or {}).get("date") if isinstance(resource.get("payment"), dict) else None
-        ),
+        payer_display=_str(element(resource, "insurer").get("display")),
+        notice_date=parse_date(resource.get("created")) or parse_date(element(resource, "payment").get("date")),
         outcome=outcome,
         disposition=resource.get("disposition") if isinstance(resource.get("disposition"), str) else None,
         lines=lines,
@@ -611,4 +632,53 @@ def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint
             for msg in problems
         ],
         lines_unreadable=lines_unreadable,
+    )
+
+
+def decode_or_note(
+    resource: Resource, *, index: ResourceIndex | None = None, payer_hint: str | None = None
+) -> Denial:
+    """`decode`, but an adjudication whose data trips the reader is an undecided Denial with a data-quality note.
+
+    The others of a batch go on. The log gets the exception's type only (the data is PHI); PTGUARD_DEBUG re-raises.
+    """
+    try:
+        return decode(resource, index=index, payer_hint=payer_hint)
+    except MALFORMED_DATA as exc:
+        if debugging():
+            raise
+        log.warning("could not decode a %s (%s)", _str(resource.get("resourceType")) or "resource", type(exc).__name__)
+        return unreadable_denial(resource, exc, index=index)
+
+
+def unreadable_denial(resource: Resource, exc: BaseException, *, index: ResourceIndex | None = None) -> Denial:
+    """The Denial of an adjudication that could not be read at all: neither denied nor cleared, and saying so."""
+    rtype = _str(resource.get("resourceType")) or "ClaimResponse"
+    rid = _str(resource.get("id"))
+    ref = (index.label(resource) if index else None) or (f"{rtype}/{rid}" if rid else rtype)
+    message = (
+        f"{ref} could not be read: an element has the wrong JSON type or shape ({type(exc).__name__}); "
+        "ptguard cannot tell whether or why it was denied"
+    )
+    return Denial(
+        reference=ref,
+        resource_type=rtype,
+        patient_reference=ref_string(resource.get("patient")),
+        patient_display=None,
+        claim_reference=ref_string(resource.get("request") if rtype == "ClaimResponse" else resource.get("claim")),
+        payer_display=_str(element(resource, "insurer").get("display")),
+        notice_date=parse_date(resource.get("created")),
+        outcome=_str(resource.get("outcome")),
+        disposition=_str(resource.get("disposition")),
+        lines=[],
+        claim_reasons=[],
+        denied=False,
+        category=UNREADABLE,
+        category_label="Could not be read",
+        path="none",
+        why=(
+            f"{message}. Read the payer's remittance or letter (or ask for a corrected {rtype}) before concluding "
+            "there is nothing to appeal; the appeal clock may be running."
+        ),
+        data_quality=[data_quality("unreadable-resource", message, ref, severity="warning")],
     )

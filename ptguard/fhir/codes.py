@@ -48,16 +48,27 @@ _ALIASES: dict[str, str] = {
 MODIFIER_SYSTEMS = frozenset({CPT, HCPCS, "http://terminology.hl7.org/CodeSystem/modifiers"})
 
 
-def normalise_system(system: str | None) -> str | None:
-    """The canonical URL for a code system, or the input unchanged when it is not one we know."""
+def normalise_system(system: Any) -> str | None:
+    """The canonical URL for a code system, or the input stripped when it is not one we know; None for a non-string."""
+    if not isinstance(system, str):
+        return None
     if not system:
         return system
     key = system.strip().rstrip("/").lower()
     return _ALIASES.get(key, system.strip())
 
 
+def _usable(coding: dict[str, Any]) -> bool:
+    """A Coding whose system and code, when present, are strings (a number or list there makes it unreadable)."""
+    return all(coding.get(k) is None or isinstance(coding.get(k), str) for k in ("system", "code"))
+
+
 def codings(concept: Any) -> Iterator[dict[str, Any]]:
-    """Codings of a CodeableConcept (or a bare Coding, or a list of either), skipping malformed entries."""
+    """Codings of a CodeableConcept (or a bare Coding, or a list of either), skipping malformed entries.
+
+    Only JSON objects are yielded, and only those whose `system` and `code` are strings when present; a `coding`
+    that is not a list counts as absent (`concept_problem` says why, for a data-quality finding).
+    """
     if isinstance(concept, list):
         for item in concept:
             yield from codings(item)
@@ -65,11 +76,32 @@ def codings(concept: Any) -> Iterator[dict[str, Any]]:
     if not isinstance(concept, dict):
         return
     if "coding" in concept:
-        for c in concept.get("coding") or []:
-            if isinstance(c, dict):
+        found = concept.get("coding")
+        for c in found if isinstance(found, list) else []:
+            if isinstance(c, dict) and _usable(c):
                 yield c
-    elif "code" in concept or "system" in concept:
+    elif ("code" in concept or "system" in concept) and _usable(concept):
         yield concept
+
+
+def concept_problem(concept: Any) -> str | None:
+    """Why a CodeableConcept cannot be read as written (`coding is not a list`, ...), or None when it can."""
+    if concept is None:
+        return None
+    if not isinstance(concept, dict):
+        return "is not an object"
+    found = concept.get("coding")
+    if found is None:
+        return None
+    if not isinstance(found, list):
+        return "coding is not a list"
+    for i, c in enumerate(found):
+        if not isinstance(c, dict):
+            return f"coding[{i}] is not an object"
+        for key in ("system", "code"):
+            if c.get(key) is not None and not isinstance(c.get(key), str):
+                return f"coding[{i}].{key} is not a string"
+    return None
 
 
 def code_in(concept: Any, systems: Iterable[str]) -> str | None:

@@ -44,9 +44,12 @@ def has_zone(value: object) -> bool:
 def minutes_between(start: object, end: object) -> int | None:
     """Whole minutes from start to end, or None when either is missing, zoneless, or reversed."""
     s, e = parse_datetime(start), parse_datetime(end)
-    if s is None or e is None or e < s:
+    try:
+        if s is None or e is None or e < s:
+            return None
+        return int((e - s).total_seconds() // 60)
+    except OverflowError:  # an offset that moves year 1 or 9999 out of range when compared in UTC
         return None
-    return int((e - s).total_seconds() // 60)
 
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)

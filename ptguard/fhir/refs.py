@@ -13,11 +13,47 @@ from ptguard.fhir.load import LoadResult, Resource, identity_keys
 _TYPE_ID = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?/?$")
 
 
-
 def element(resource: Any, key: str) -> dict[str, Any]:
     """resource[key] when it is a JSON object, else an empty dict (tolerates malformed data)."""
     value = resource.get(key) if isinstance(resource, dict) else None
     return value if isinstance(value, dict) else {}
+
+
+def elements(resource: Any, key: str) -> list[dict[str, Any]]:
+    """The JSON objects in the list resource[key]; [] when it is absent or not a list (items of another type skipped)."""
+    value = resource.get(key) if isinstance(resource, dict) else None
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def strings(resource: Any, key: str) -> list[str]:
+    """The strings in the list resource[key]; [] when it is absent or not a list (items of another type skipped)."""
+    value = resource.get(key) if isinstance(resource, dict) else None
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def integers(resource: Any, key: str) -> list[int]:
+    """The integers (not booleans) in the list resource[key]; [] when it is absent or not a list."""
+    value = resource.get(key) if isinstance(resource, dict) else None
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, int) and not isinstance(item, bool)]
+
+
+def text(value: Any) -> str | None:
+    """value when it is a string, else None: a code, status or id of the wrong JSON type counts as absent."""
+    return value if isinstance(value, str) else None
+
+
+def wrong_type(resource: Any, key: str, expected: type) -> str | None:
+    """`key is not a list` (or object / string) when resource[key] is present with another JSON type, else None."""
+    value = resource.get(key) if isinstance(resource, dict) else None
+    if value is None or isinstance(value, expected):
+        return None
+    return f"{key} is not {_TYPE_NAMES.get(expected, expected.__name__)}"
+
+
+_TYPE_NAMES: dict[type, str] = {list: "a list", dict: "an object", str: "a string"}
+
 
 def ref_string(value: Any) -> str | None:
     """The `reference` string of a Reference (or a bare string), else None."""
@@ -114,8 +150,8 @@ class ResourceIndex:
         for ident in params.get("identifier", []):
             system, _, value = ident.rpartition("|")
             for res in self.of_type(rtype):
-                for i in res.get("identifier") or []:
-                    if isinstance(i, dict) and i.get("value") == value and (not system or i.get("system") == system):
+                for i in elements(res, "identifier"):
+                    if i.get("value") == value and (not system or i.get("system") == system):
                         return res
         return None
 
@@ -148,8 +184,8 @@ def _contained(source: Resource | None, rid: str) -> Resource | None:
         return None
     if not rid:
         return source
-    for c in source.get("contained") or []:
-        if isinstance(c, dict) and c.get("id") == rid:
+    for c in elements(source, "contained"):
+        if c.get("id") == rid:
             return c
     return None
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from ptguard.chart import payer_id_for
-from ptguard.denials.decode import Denial, decode
-from ptguard.errors import InputError
+from ptguard.denials.decode import Denial, decode, unreadable_denial
+from ptguard.errors import MALFORMED_DATA, InputError, debugging
 from ptguard.fhir.load import LoadResult, Resource, load_bytes
 from ptguard.fhir.refs import ResourceIndex
 from ptguard.remit.intake import deadline_for
 from ptguard.remit.to_fhir import remittance_to_fhir
 from ptguard.remit.x12 import read_835
+
+log = logging.getLogger(__name__)
 
 MAX_BYTES = 100 * 1024 * 1024
 _ADJUDICATIONS = ("ClaimResponse", "ExplanationOfBenefit")
@@ -74,9 +77,15 @@ def describe(data: bytes, source: str, *, today: date, payer: str | None = None)
     file_notes = [f.to_dict() for f in loaded.findings] if loaded is not None else []  # e.g. a duplicate copy
     out = []
     for resource in resources:
-        payer_id = _payer_of(resource, index, payer)
-        denial = decode(resource, index=index, payer_hint=payer_id)
-        entry = denial_dict(denial, payer_id=payer_id, today=today)
+        try:
+            payer_id = _payer_of(resource, index, payer)
+            denial = decode(resource, index=index, payer_hint=payer_id)
+            entry = denial_dict(denial, payer_id=payer_id, today=today)
+        except MALFORMED_DATA as exc:  # this adjudication only: noted, the others of the file go on
+            if debugging():
+                raise
+            log.warning("could not decode a %s (%s)", resource.get("resourceType"), type(exc).__name__)
+            entry = denial_dict(unreadable_denial(resource, exc, index=index), payer_id=payer, today=today)
         entry["data_quality"] = [*file_notes, *entry.get("data_quality", [])]
         out.append(entry)
     return out

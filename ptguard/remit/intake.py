@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from ptguard.chart import payer_id_for
 from ptguard.denials.deadlines import Deadline, compute_deadline
 from ptguard.denials.decode import DecodedLine, Denial, Reason, decode
-from ptguard.errors import ConfigError, FhirServerError, InputError, NotFoundError, PtguardError
+from ptguard.errors import ConfigError, FhirServerError, InputError, NotFoundError, PtguardError, debugging
 from ptguard.fhir.client import FhirClient
 from ptguard.fhir.refs import ResourceIndex, ref_string
 from ptguard.remit.matching import ClaimMatch, ClaimMatcher, apply_match
@@ -689,7 +689,7 @@ def _failed(db_url: str, row_id: str, owner: str, result: ImportResult, errors: 
             _finish(s, row_id, owner, status="failed", errors=[*errors, message])
     except Exception as second:  # the database itself failed; the lease runs out on its own
         log.error("could not mark the 835 import of %s failed (%s)", result.filename, type(second).__name__,
-                  exc_info=second if _debug() else None)
+                  exc_info=second if debugging() else None)
         result.message = f"{message}; the import record could not be updated (its lease expires by itself)"
     return result
 
@@ -703,10 +703,6 @@ def _release_interrupted(db_url: str, row_id: str, owner: str, errors: list[str]
         log.error("could not release the interrupted 835 import (%s)", type(exc).__name__)
 
 
-def _debug() -> bool:
-    return bool(os.environ.get("PTGUARD_DEBUG"))
-
-
 def _failure(exc: BaseException, what: str, *, retryable: bool = False) -> tuple[str, int]:
     """A failed import's one-line message and exit code; the log gets the exception's type only.
 
@@ -714,9 +710,9 @@ def _failure(exc: BaseException, what: str, *, retryable: bool = False) -> tuple
     parameters, patient names among them. The message keeps the first line of an unexpected error's text.
     """
     if isinstance(exc, PtguardError):
-        log.warning("%s failed: %s", what, type(exc).__name__, exc_info=exc if _debug() else None)
+        log.warning("%s failed: %s", what, type(exc).__name__, exc_info=exc if debugging() else None)
         return exc.one_line(), exc.exit_code
-    log.error("%s failed unexpectedly: %s", what, type(exc).__name__, exc_info=exc if _debug() else None)
+    log.error("%s failed unexpectedly: %s", what, type(exc).__name__, exc_info=exc if debugging() else None)
     first = (str(exc).splitlines() or [""])[0][:200]
     message = f"unexpected error ({type(exc).__name__}{': ' + first if first else ''}); nothing stored"
     return (f"{message}, the file can be imported again" if retryable else message), INTERNAL_ERROR

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ptguard.errors import PtguardError
+from ptguard.errors import PtguardError, debugging
 from ptguard.store.db import session_scope
 from ptguard.store.models import RemitJob
 
@@ -334,4 +334,4 @@ def _rowcount(result: Any) -> int:
 
 def _log_db_failure(message: str, *args: Any, exc: BaseException) -> None:
     """Log a database failure by its type only: its text may carry statement parameters (patient data)."""
-    log.error(message + " (%s)", *args, type(exc).__name__, exc_info=exc if os.environ.get("PTGUARD_DEBUG") else None)
+    log.error(message + " (%s)", *args, type(exc).__name__, exc_info=exc if debugging() else None)

@@ -2,18 +2,49 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from ptguard.errors import InputError, NotFoundError
+from ptguard.errors import MALFORMED_DATA, InputError, NotFoundError, debugging
 from ptguard.fhir.client import FhirClient
-from ptguard.fhir.load import LoadResult
+from ptguard.fhir.load import LoadResult, load_path
 from ptguard.fhir.refs import ResourceIndex, element, ref_string
+from ptguard.findings import data_quality
 from ptguard.remit.intake import IngestResult, ingest_claim_response
 
+log = logging.getLogger(__name__)
+
 ADJUDICATIONS = ("ClaimResponse", "ExplanationOfBenefit")
+
+
+@dataclass
+class UnreadableResult(IngestResult):
+    """A ClaimResponse/EOB (or a file) that could not be read: nothing of it stored, `problem` says why in one line."""
+
+    problem: str = ""
+    source: str | None = None
+
+
+def _label(resource: dict[str, Any], index: ResourceIndex | None) -> str:
+    if index is not None:
+        return index.label(resource)
+    rid = resource.get("id")
+    return f"{resource.get('resourceType')}/{rid}" if isinstance(rid, str) else str(resource.get("resourceType"))
+
+
+def _unreadable(reference: str, exc: Exception, source: str | None = None) -> UnreadableResult:
+    """The result of one resource or file that tripped a reader; the log gets the exception's type only (PHI)."""
+    if debugging():
+        raise exc
+    log.warning("could not put a resource on the worklist (%s)", type(exc).__name__)
+    where = f" (in {source})" if source else ""
+    problem = (f"{reference}{where} could not be read: an element has the wrong JSON type or shape "
+               f"({type(exc).__name__}); nothing of it added")
+    return UnreadableResult(reference=reference, denied=False, problem=problem, source=source)
 
 
 def ingest_resources(
@@ -24,19 +55,80 @@ def ingest_resources(
     today: date,
     fhir_server: str | None = None,
     payer_map: Path | None = None,
+    source: str | None = None,
 ) -> list[IngestResult]:
-    """Each ClaimResponse/EOB among `resources` onto the worklist (idempotent: a line already there is left alone)."""
-    return [
-        ingest_claim_response(r, db_url=db_url, today=today, index=index, fhir_server=fhir_server, payer_map=payer_map)
-        for r in resources
-        if r.get("resourceType") in ADJUDICATIONS
-    ]
+    """Each ClaimResponse/EOB among `resources` onto the worklist (idempotent: a line already there is left alone).
+
+    One that cannot be read is an UnreadableResult (saying why, naming `source`), and the others still go on.
+    """
+    out: list[IngestResult] = []
+    for r in resources:
+        if r.get("resourceType") not in ADJUDICATIONS:
+            continue
+        try:
+            out.append(ingest_claim_response(r, db_url=db_url, today=today, index=index, fhir_server=fhir_server,
+                                             payer_map=payer_map))
+        except MALFORMED_DATA as exc:
+            out.append(_unreadable(_label(r, index), exc, source))
+    return out
 
 
 def ingest_load(load: LoadResult, *, db_url: str, today: date, payer_map: Path | None = None) -> list[IngestResult]:
     """The ClaimResponses/EOBs of loaded FHIR files, with the files as the chart their payers are resolved in."""
     return ingest_resources(load.resources, ResourceIndex.from_load(load), db_url=db_url, today=today,
                             payer_map=payer_map)
+
+
+def load_files(paths: list[str | Path]) -> tuple[LoadResult, list[tuple[Path, LoadResult]], list[IngestResult]]:
+    """Load every file (folders expanded) into one chart, keeping which file held what.
+
+    A file named on the command line must load (InputError otherwise). A bad file found in a folder is a
+    data-quality finding, or, when its data trips the loader, an UnreadableResult; the others are still read.
+    """
+    from ptguard.check import expand_inputs
+
+    merged = LoadResult(source=", ".join(str(p) for p in paths))
+    parts: list[tuple[Path, LoadResult]] = []
+    failed: list[IngestResult] = []
+    for f, explicit in expand_inputs(paths):
+        try:
+            part = load_path(f)
+        except InputError as exc:
+            if explicit:
+                raise
+            merged.findings.append(data_quality("unreadable-file", f"skipped: {exc.message}", str(f),
+                                                severity="warning"))
+            continue
+        except MALFORMED_DATA as exc:
+            if explicit and not debugging():
+                raise InputError(f"cannot read the file: its data has an unexpected shape ({type(exc).__name__})",
+                                 where=str(f)) from None
+            failed.append(_unreadable(f"file {f.name}", exc, str(f)))
+            continue
+        merged.extend(part)
+        parts.append((f, part))
+    return merged, parts, failed
+
+
+def ingest_files(
+    paths: list[str | Path], *, db_url: str, today: date, payer_map: Path | None = None
+) -> tuple[LoadResult, list[IngestResult]]:
+    """`worklist add`: the ClaimResponses/EOBs of FHIR files, all the files being the chart they are resolved in.
+
+    File by file: a file (or a resource in it) that cannot be read is reported as an UnreadableResult naming the
+    file, and the others are still added. Returns the merged load (its findings are the files' notes) and results.
+    """
+    merged, parts, results = load_files(paths)
+    if not any(r.get("resourceType") in ADJUDICATIONS for r in merged.resources) and not results:
+        raise InputError("no ClaimResponse or ExplanationOfBenefit in the files", where=", ".join(map(str, paths)))
+    index = ResourceIndex.from_load(merged)
+    kept = {id(r) for r in merged.resources}  # a copy read from two files is added once (the copy the load kept)
+    done: set[int] = set()
+    for f, part in parts:
+        mine = [r for r in part.resources if id(r) in kept and id(r) not in done]
+        done.update(id(r) for r in mine)
+        results += ingest_resources(mine, index, db_url=db_url, today=today, payer_map=payer_map, source=str(f))
+    return merged, results
 
 
 def sync_from_server(

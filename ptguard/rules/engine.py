@@ -813,7 +813,8 @@ def evaluate(
     supported = compute_units(minutes, chosen, rule)
     ctx = Context(visit, criteria, narrative.NoteIndex(visit.notes), timed, rule, supported, day)
     findings: list[Finding] = list(visit.findings)
-    for crit in criteria.criteria:
+    # An encounter whose data could not be read (TherapyVisit.checked False) carries only its findings.
+    for crit in criteria.criteria if visit.checked else ():
         if not crit.in_effect(visit.visit_date):
             continue
         result = CHECKS[crit.check](ctx, crit)
