@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -10,9 +11,16 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from ptguard.errors import ConfigError
@@ -52,12 +60,34 @@ def get_engine(url: str) -> Engine:
 
 
 _MIGRATE_LOCK = threading.Lock()
+# PostgreSQL advisory lock key held while migrating, so processes starting at once take turns ("ptgd").
+_PG_MIGRATE_LOCK_KEY = 0x70746764
+# SQLite has no such lock: a process that loses the race (the other created the table first) tries again.
+_MIGRATE_ATTEMPTS = 8
 
 
 def migrate(url: str) -> None:
-    """Bring the schema up to the latest migration (idempotent; Alembic's context is process-wide, hence the lock)."""
+    """Bring the schema up to the latest migration (idempotent).
+
+    Safe when several processes start on a fresh database at once: on PostgreSQL they queue on an advisory lock;
+    on SQLite the one that finds the other's tables tries again once the other has finished. Alembic's context is
+    process-wide, hence the thread lock too.
+    """
     with _MIGRATE_LOCK:
-        _migrate(url)
+        for attempt in range(_MIGRATE_ATTEMPTS):
+            try:
+                _migrate(url)
+                return
+            except (OperationalError, IntegrityError, ProgrammingError) as exc:
+                if attempt == _MIGRATE_ATTEMPTS - 1 or not _lost_migration_race(exc):
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+
+
+def _lost_migration_race(exc: DBAPIError) -> bool:
+    """True when the error is another process having created the same object first."""
+    message = str(exc.orig).lower()
+    return "already exists" in message or "duplicate" in message
 
 
 def _migrate(url: str) -> None:
@@ -65,6 +95,8 @@ def _migrate(url: str) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection_url"] = _normalise(url)
     with get_engine(url).begin() as conn:
+        if conn.dialect.name == "postgresql":  # released when this transaction ends
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATE_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
