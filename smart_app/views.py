@@ -50,6 +50,24 @@ bp = Blueprint("smart_app", __name__, url_prefix="/app", template_folder="templa
 DISCOVERY_TTL = 600
 
 
+# The app's pages carry PHI: scripts, styles and images only from the app itself, no plug-ins, no <base> rewrites;
+# no Referer (page URLs name claims and patients' resources) and no caching. Framing stays allowed: EHRs embed
+# SMART apps in an iframe of their own origin, which ptguard cannot know in advance.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@bp.after_request
+def _security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
 class NeedLaunchError(SmartError):
     """No signed-in session for this request."""
 

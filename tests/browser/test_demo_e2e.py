@@ -37,6 +37,9 @@ def test_sign_notes_launch_the_app_and_download_an_appeal(demo_stack: Any, page:
     # Works offline: every request the pages make (scripts, styles, fonts, images, launches) stays on loopback.
     hosts: set[str] = set()
     page.context.on("request", lambda request: hosts.add(urlsplit(request.url).hostname or request.url[:20]))
+    # The app's Content-Security-Policy blocks nothing the pages need (a violation is logged to the console).
+    blocked: list[str] = []
+    page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
 
     # 1. cigna-01: 31 timed minutes billed as 3 units of 97530 → a critical units card with a suggestion.
     _sign(page, simulator, "enc-cigna-01")
@@ -103,3 +106,4 @@ def test_sign_notes_launch_the_app_and_download_an_appeal(demo_stack: Any, page:
     assert page.get_by_role("link", name="Open the appeal view").count() >= 3
     assert "Whitfield" in denials.filter(has_text="Aetna").first.inner_text()
     assert hosts and hosts <= {"127.0.0.1", "localhost"}, f"requests left the machine: {sorted(hosts)}"
+    assert not blocked, blocked
