@@ -43,6 +43,15 @@ def fixtures_dir() -> Path:
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store's URL: a fresh SQLite file, then a fresh database on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ptguard.sqlite3'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh database on the real PostgreSQL server (dropped afterwards)."""

@@ -118,6 +118,19 @@ def hook_request(
     return body
 
 
+def therapy_draft_orders(pid: str, code: str = "97530") -> dict[str, Any]:
+    """An order-sign `draftOrders` Bundle holding one draft therapy ServiceRequest for the patient."""
+    order = {
+        "resourceType": "ServiceRequest",
+        "id": "draft-poc",
+        "status": "draft",
+        "intent": "order",
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": code}]},
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]}
+
+
 def full_prefetch(fake: FakeFhir, service_id: str, context: dict[str, Any]) -> dict[str, Any]:
     """What an EHR would prefetch for the service (its templates run against the fake server)."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:

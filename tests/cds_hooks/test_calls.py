@@ -25,6 +25,7 @@ from cdshelpers import (
     issuers_config,
     patient_of,
     post,
+    therapy_draft_orders,
 )
 from fakefhir import FakeFhir
 
@@ -357,15 +358,8 @@ def test_unknown_service_is_404(client: Any, token: TokenFactory) -> None:
 
 def test_order_sign_with_a_therapy_plan_of_care_order(client: Any, token: TokenFactory) -> None:
     fake, pid, _enc = _setup("medicare-02")
-    order = {
-        "resourceType": "ServiceRequest",
-        "id": "draft-poc",
-        "status": "draft",
-        "intent": "order",
-        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "97530"}]},
-        "subject": {"reference": f"Patient/{pid}"},
-    }
-    draft = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]}
+    draft = therapy_draft_orders(pid)
+    order = draft["entry"][0]["resource"]
     service = "ptguard-97530-order-sign"
     body = hook_request(service, patient=pid, encounter=None, draftOrders=draft)
     response = _call(client, token, fake, service, body)

@@ -20,6 +20,7 @@ from cdshelpers import (
     hook_request,
     patient_of,
     post,
+    therapy_draft_orders,
 )
 from wrong_types import element_paths, mutate
 
@@ -28,18 +29,6 @@ DENIALS = "ptguard-denials"
 SERVICES = ["ptguard-97530-signing", "ptguard-97530-note-sign", "ptguard-97530-patient-view", DENIALS, ORDER_SIGN]
 WITHOUT_ENCOUNTER = (ORDER_SIGN, DENIALS)
 CALLS_PER_SEED = 120
-
-
-def _draft_orders(pid: str) -> dict[str, Any]:
-    order = {
-        "resourceType": "ServiceRequest",
-        "id": "draft-poc",
-        "status": "draft",
-        "intent": "order",
-        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "97530"}]},
-        "subject": {"reference": f"Patient/{pid}"},
-    }
-    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": order}]}
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -66,7 +55,7 @@ def test_a_wrong_json_type_in_the_prefetch_gets_an_answer(
         prefetch = copy.deepcopy(prefetch)
         extra: dict[str, Any] = {}
         if service == ORDER_SIGN:
-            extra["draftOrders"] = _draft_orders(pid)
+            extra["draftOrders"] = therapy_draft_orders(pid)
         targets = [v for v in prefetch.values() if isinstance(v, dict)] + list(extra.values())
         target = rng.choice(targets)
         # a resource inside a Bundle, or the Bundle/resource itself

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +15,6 @@ from ptguard.store.db import session_scope
 from ptguard.store.models import RemitJob
 
 KEY = "sha:0f1e2d3c"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 def _dead_row(db_url: str, *, lease_expires: datetime | None, job_id: str = "dead0000000000000000000000000001") -> str:

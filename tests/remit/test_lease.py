@@ -29,14 +29,6 @@ def chart() -> ResourceIndex:
     return ResourceIndex.from_load(load_many(sorted((ROOT / "fhir_fixtures").glob("*.json"))))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'lease.sqlite3'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 def _counts(db_url: str) -> tuple[int, int]:
     with session_scope(db_url) as s:
         files = s.scalar(select(func.count()).select_from(RemitFile)) or 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -16,14 +15,6 @@ from ptguard.store.db import MIGRATIONS, _normalise, get_engine, session_scope
 from ptguard.store.models import RemitJob
 
 HASH = "ab" * 32
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 def _job(job_id: str, status: str, key: str | None = HASH) -> RemitJob:

@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ptguard.store.db import session_scope
 from ptguard.store.models import AppealCase, AuditEvent, CdsFeedback
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ptguard.sqlite3'}"
-        return
-    name = f"ptguard_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        from ptguard.store.db import get_engine
-
-        get_engine(f"postgresql://postgres@127.0.0.1:5432/{name}").dispose()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_case_round_trip_with_aware_times(db_url: str) -> None:
