@@ -233,35 +233,50 @@ def cmd_worklist(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _report_ingested(results: list[IngestResult], args: argparse.Namespace, out: TextIO) -> int:
+    """The outcome of `worklist add|sync`: 0, or 2 when not one ClaimResponse/EOB could be read."""
+    from ptguard.remit.native import UnreadableResult
+
     created = sum(r.work_items_created for r in results)
     existing = sum(r.work_items_existing for r in results)
+    unreadable = [r for r in results if isinstance(r, UnreadableResult)]
+    for bad in unreadable:
+        sys.stderr.write(f"ptguard: {bad.problem}\n")
+    code = 2 if unreadable and len(unreadable) == len(results) else 0
     if args.format == "json":
-        _dump({"claim_responses": len(results), "denied": sum(r.denied for r in results),
-               "work_items_created": created, "work_items_existing": existing,
-               "results": [{"reference": r.reference, "denied": r.denied, "work_items_created": r.work_items_created,
-                            "work_items_existing": r.work_items_existing, "item_ids": r.item_ids} for r in results]},
-              out)
-        return 0
+        entries: list[dict[str, Any]] = []
+        for r in results:
+            entry: dict[str, Any] = {"reference": r.reference, "denied": r.denied,
+                                     "work_items_created": r.work_items_created,
+                                     "work_items_existing": r.work_items_existing, "item_ids": r.item_ids}
+            if isinstance(r, UnreadableResult):
+                entry["problem"] = r.problem
+            entries.append(entry)
+        _dump({"claim_responses": len(results), "unreadable": len(unreadable), "denied": sum(r.denied for r in results),
+               "work_items_created": created, "work_items_existing": existing, "results": entries}, out)
+        return code
     for r in results:
-        what = (f"{r.work_items_created} new work item(s), {r.work_items_existing} already listed" if r.denied
-                else "not a therapy denial")
+        if isinstance(r, UnreadableResult):
+            what = "could not be read; nothing of it added"
+        elif r.denied:
+            what = f"{r.work_items_created} new work item(s), {r.work_items_existing} already listed"
+        else:
+            what = "not a therapy denial"
         out.write(f"{r.reference}: {what}\n")
-    out.write(f"{len(results)} ClaimResponse(s): {created} work item(s) added, {existing} already on the worklist\n")
-    return 0
+    out.write(f"{len(results)} ClaimResponse(s): {created} work item(s) added, {existing} already on the worklist"
+              + (f"; {len(unreadable)} could not be read" if unreadable else "") + "\n")
+    return code
 
 
 def cmd_worklist_add(args: argparse.Namespace, out: TextIO) -> int:
-    from ptguard.check import load_inputs
-    from ptguard.remit.native import ingest_load
+    from ptguard.remit.native import ingest_files
 
     settings = load_settings()
     configured_contract()
-    load = load_inputs(list(args.paths))
-    if not any(r.get("resourceType") in ("ClaimResponse", "ExplanationOfBenefit") for r in load.resources):
-        raise InputError("no ClaimResponse or ExplanationOfBenefit in the files", where=", ".join(args.paths))
+    # File by file: one that cannot be read (or a resource in it) is reported, and the others are still added.
+    load, results = ingest_files(list(args.paths), db_url=settings.database_url, today=_today(),
+                                 payer_map=settings.payer_map)
     for f in load.findings:
         sys.stderr.write(f"ptguard: {f.message}\n")
-    results = ingest_load(load, db_url=settings.database_url, today=_today(), payer_map=settings.payer_map)
     return _report_ingested(results, args, out)
 
 

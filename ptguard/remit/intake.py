@@ -25,7 +25,7 @@ from ptguard.denials.deadlines import Deadline, compute_deadline
 from ptguard.denials.decode import DecodedLine, Denial, Reason, decode
 from ptguard.errors import ConfigError, FhirServerError, InputError, NotFoundError, PtguardError, debugging
 from ptguard.fhir.client import FhirClient
-from ptguard.fhir.refs import ResourceIndex, ref_string
+from ptguard.fhir.refs import ResourceIndex, element, elements, ref_string, text
 from ptguard.remit.matching import ClaimMatch, ClaimMatcher, apply_match
 from ptguard.remit.model import ClaimPayment, Remittance
 from ptguard.remit.to_fhir import (
@@ -231,8 +231,8 @@ def _reason_dicts(reasons: Iterable[Reason]) -> list[dict[str, Any]]:
 
 
 def _identifier(resource: Mapping[str, Any], system: str) -> str | None:
-    for ident in resource.get("identifier") or []:
-        if isinstance(ident, dict) and ident.get("system") == system and isinstance(ident.get("value"), str):
+    for ident in elements(resource, "identifier"):
+        if ident.get("system") == system and isinstance(ident.get("value"), str):
             return str(ident["value"])
     return None
 
@@ -933,22 +933,19 @@ def ingest_claim_response(
     today = today or _today_default()
     insurer = resource.get("insurer")
     org = index.resolve(insurer, resource) if index is not None and insurer else None
-    display = (insurer or {}).get("display") if isinstance(insurer, dict) else None
-    payer = payer_id or payer_id_for(org, str(display or (org or {}).get("name") or ""), payer_map=payer_map)
+    display = text(element(resource, "insurer").get("display")) or text((org or {}).get("name"))
+    payer = payer_id or payer_id_for(org, display or "", payer_map=payer_map)
     denial = decode(resource, index=index, payer_hint=payer)
     cr_ref = (index.label(resource) if index is not None else None) or (
         f"{resource.get('resourceType')}/{resource['id']}" if isinstance(resource.get("id"), str) else None)
     claim_ref = denial.claim_reference if denial.claim_reference and "/" in denial.claim_reference else None
     ccn = _identifier(resource, PAYER_CLAIM_CONTROL_NUMBER)
-    control_number = None
-    request = resource.get("request")
-    if isinstance(request, dict) and isinstance(request.get("identifier"), dict):
-        control_number = request["identifier"].get("value")
+    control_number = text(element(element(resource, "request"), "identifier").get("value"))
     key_prefix = native_key_prefix(resource, index, ccn=ccn, cr_ref=cr_ref, claim_ref=claim_ref,
                                    control_number=control_number)
     patient_ref = denial.patient_reference or ref_string(resource.get("patient"))
     items = _line_items(
-        denial, resource, key_prefix=key_prefix, payer_id=payer, payer_name=display or (org or {}).get("name"),
+        denial, resource, key_prefix=key_prefix, payer_id=payer, payer_name=display,
         patient_ref=patient_ref, claim_ref=claim_ref, control_number=control_number, cr_ref=cr_ref,
         matched=claim_ref is not None, match=None, source="fhir", fhir_server=fhir_server, today=today,
     )

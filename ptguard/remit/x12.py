@@ -24,6 +24,9 @@ _TAG = re.compile(r"^[A-Z][A-Z0-9]{1,2}$")
 _ISA_WIDTHS = (2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1)  # ISA01..ISA15; ISA16 is one character
 _COMPONENT_FALLBACKS = ">:|^!\\"
 _MAX_SHOWN = 24
+# X12 amounts and quantities (data type R) have at most 18 digits; anything from 10^15 on (a quadrillion dollars or
+# units, or an exponent such as 1E400, which would become an infinite FHIR value) is a corrupt element.
+_MAX_MAGNITUDE = 15
 
 
 class X12Error(InputError):
@@ -318,6 +321,9 @@ def _amount(seg: Segment, position: int, what: str, *, required: bool = True) ->
         value = Decimal("NaN")
     if not value.is_finite():
         raise _ElementError(_name(seg, position), f"{what} {_shown(raw)} is not a decimal amount")
+    if value and value.adjusted() >= _MAX_MAGNITUDE:
+        raise _ElementError(_name(seg, position), f"{what} {_shown(raw)} is out of range; "
+                                                  "expected at most 15 digits before the decimal point")
     return value
 
 
