@@ -117,7 +117,7 @@ def fixture_files(directory: Path) -> list[Path]:
 def _status_code(status: object) -> int | None:
     text = str(status or "").strip()
     digits = text[:3]
-    return int(digits) if len(digits) == 3 and digits.isdigit() else None
+    return int(digits) if len(digits) == 3 and digits.isascii() and digits.isdigit() else None
 
 
 def _entry_type(entry: dict[str, Any]) -> str:

@@ -320,7 +320,7 @@ class FhirClient:
         """Read the streamed body into `response` (so `.content` works), within `deadline` and the size cap."""
         limit = self.max_response_bytes
         declared = response.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
             response.close()
             raise FhirServerError(f"{method} {resource_type}: the answer is over the {limit} byte limit")
         raw = response.raw
@@ -407,13 +407,13 @@ def _log_label(path: str, resource_type: str) -> str:
 
 def _log(method: str, label: str, status: str, started: float) -> None:
     elapsed_ms = (time.monotonic() - started) * 1000
-    level = logging.DEBUG if status.isdigit() and int(status) < 400 else logging.WARNING
+    level = logging.DEBUG if status.isascii() and status.isdigit() and int(status) < 400 else logging.WARNING
     logger.log(level, "%s %s %s %.0f ms", method, label, status, elapsed_ms)
 
 
 def _parse_retry_after(value: str) -> float | None:
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -108,7 +108,7 @@ def fetch(
             if response.status_code != 200:
                 raise FetchError(f"GET file from {host}: HTTP {response.status_code}", status=response.status_code)
             declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
+            if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
                 raise FetchError(f"GET file from {host}: {declared} bytes is over the {max_bytes} byte limit")
             body = bytearray()
             for chunk in response.iter_content(CHUNK):

@@ -21,6 +21,7 @@ from ptguard.remit.model import (
 )
 
 _TAG = re.compile(r"^[A-Z][A-Z0-9]{1,2}$")
+_X12_DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
 _ISA_WIDTHS = (2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1)  # ISA01..ISA15; ISA16 is one character
 _COMPONENT_FALLBACKS = ">:|^!\\"
 _MAX_SHOWN = 24
@@ -316,7 +317,8 @@ def _amount(seg: Segment, position: int, what: str, *, required: bool = True) ->
             raise _ElementError(_name(seg, position), f"{what} is missing; expected a decimal amount")
         return None
     try:
-        value = Decimal(raw)
+        # X12's R type: ASCII digits, an optional minus and decimal point; no exponent, no "_" or other digits.
+        value = Decimal(raw) if _X12_DECIMAL.fullmatch(raw) else Decimal("NaN")
     except InvalidOperation:
         value = Decimal("NaN")
     if not value.is_finite():
@@ -337,7 +339,7 @@ def _date(seg: Segment, position: int, what: str) -> date | None:
     raw = seg.el(position)
     if not raw:
         return None
-    if not re.fullmatch(r"\d{8}", raw):
+    if not re.fullmatch(r"\d{8}", raw, re.ASCII):
         raise _ElementError(_name(seg, position), f"{what} {_shown(raw)} is not a date; expected CCYYMMDD")
     try:
         return date(int(raw[:4]), int(raw[4:6]), int(raw[6:8]))
@@ -515,7 +517,7 @@ class _Reader:
             self.close_transaction(seg, missing="SE")
             if self.env.gs is not None and seg.el(2) != self.env.gs.el(6):
                 self.warn(f"GE02 {_shown(seg.el(2))} does not match GS06 {_shown(self.env.gs.el(6))}", seg)
-            if seg.el(1).isdigit() and int(seg.el(1)) != self.group_transactions:
+            if seg.el(1).isascii() and seg.el(1).isdigit() and int(seg.el(1)) != self.group_transactions:
                 self.error(f"GE01 says {seg.el(1)} transaction sets; the group has {self.group_transactions}",
                            seg, "GE01")
             self.group_open = False
@@ -591,7 +593,7 @@ class _Reader:
         self.finish_claim()
         assert self.st is not None
         declared = se.el(1)
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             self.error(f"SE01 {_shown(declared)} is not a segment count", se, "SE01")
         elif int(declared) != self.st_count:
             self.error(f"SE01 says {declared} segments but the transaction has {self.st_count} (ST to SE)",

@@ -106,8 +106,19 @@ def test_a_mutated_835_is_read_or_refused_in_one_line(
     assert codes["remit"] == {0, 2} and codes["denial"] == {0, 2}, codes  # both readable and refused files seen
 
 
-@pytest.mark.parametrize("value", ["1e400", "-1e999999999", "1000000000000000", "9" * 400])
-def test_an_amount_too_large_to_be_money_quarantines_the_file(value: str, db: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("1e400", "not a decimal amount"),  # X12's R type has no exponent
+        ("-1e999999999", "not a decimal amount"),
+        ("1E5", "not a decimal amount"),
+        ("１２", "not a decimal amount"),  # full-width digits: Python's Decimal reads them, X12 does not
+        ("1_000", "not a decimal amount"),
+        ("1000000000000000", "out of range"),
+        ("9" * 400, "out of range"),
+    ],
+)
+def test_an_amount_that_is_not_x12_money_quarantines_the_file(value: str, reason: str, db: str, tmp_path: Path) -> None:
     """Was: CAS03 '1e400' read as a Decimal, became float('inf') and an `amount: null` in the ClaimResponse."""
     text = (FIXTURES / "aetna-01.835").read_text()
     cas = next(line for line in text.split("~") if line.strip().startswith("CAS*CO*50*"))
@@ -117,7 +128,7 @@ def test_an_amount_too_large_to_be_money_quarantines_the_file(value: str, db: st
     code, out = run_cli("remit", "import", str(path), "--format", "json")
     summary = json.loads(out)["summary"]
     assert summary["by_status"] == {"quarantined": 1}, summary
-    assert "CAS03" in summary["quarantined"][0]["reason"] and "out of range" in summary["quarantined"][0]["reason"]
+    assert "CAS03" in summary["quarantined"][0]["reason"] and reason in summary["quarantined"][0]["reason"]
     code, _ = run_cli("denial", str(path))
     assert code == 2
 
@@ -129,3 +140,14 @@ def test_the_largest_plausible_amount_still_reads(db: str, tmp_path: Path) -> No
     path.write_text(text.replace(cas, cas.replace(cas.strip().split("*")[3], "999999999999999.99", 1)))
     code, out = run_cli("remit", "import", str(path), "--format", "json")
     assert code == 0 and json.loads(out)["summary"]["by_status"] == {"imported": 1}
+
+
+def test_a_count_in_other_unicode_digits_is_an_error_not_a_crash(db: str, tmp_path: Path) -> None:
+    """Was: GE01 '²' passed str.isdigit() and int('²') raised ValueError (exit 70)."""
+    text = (FIXTURES / "aetna-01.835").read_text()
+    ge = next(line for line in text.split("~") if line.strip().startswith("GE*"))
+    path = tmp_path / "sup.835"
+    path.write_text(text.replace(ge, ge.replace(ge.strip().split("*")[1], "²", 1)), encoding="utf-8")
+    code, out = run_cli("remit", "import", str(path), "--format", "json")
+    assert code in (0, 2), out
+    assert "internal error" not in out
