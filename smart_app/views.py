@@ -36,7 +36,7 @@ from ptguard.appeals.writeback import writeback
 from ptguard.chart import build_visits
 from ptguard.denials.deadlines import canonical_level, compute_deadline, next_level, payer_type
 from ptguard.denials.decode import Denial, decode
-from ptguard.errors import FhirServerError, InputError, NotFoundError, PtguardError
+from ptguard.errors import FhirServerError, InputError, NotFoundError, PtguardError, debugging
 from ptguard.fhir.client import FhirClient
 from ptguard.fhir.fetch import encounter_queries, fetch, merge
 from ptguard.fhir.load import LoadResult
@@ -460,12 +460,11 @@ def worklist() -> str:
     _sid, ts, _ = _current()
     scope = _scope(ts)
     items = list_work_items(_db(), today=_today())
-    open_items = [i for i in items if i.get("status") not in ("resolved", "dismissed", "reversed")]
-    if scope.patient is not None:
-        wanted = scope.patient.split("/")[-1]
-        open_items = [
-            i for i in open_items if ((i.get("patient") or {}).get("reference") or "").split("/")[-1] == wanted
-        ]
+    open_items = [
+        i for i in items if i.get("status") not in ("resolved", "dismissed", "reversed") and _item_visible(i, scope)
+    ]
+    more = max(0, len(open_items) - WORKLIST_LIMIT)
+    open_items = open_items[:WORKLIST_LIMIT]
     case_rows = cases.list_cases(_db(), scope=scope)
     for i in open_items:
         i["code_labels"] = _code_labels(i)
@@ -476,7 +475,18 @@ def worklist() -> str:
         cases=case_rows,
         picker=request.args.get("picker") == "1",
         today=_today(),
+        more=more,
     )
+
+
+WORKLIST_LIMIT = 500  # rows shown (soonest deadline first); 20,000 rows made a 5 MB page that took seconds
+
+
+def _item_visible(item: dict[str, Any], scope: cases.CaseScope) -> bool:
+    """A worklist item this session may see: one from this EHR (or from an 835 tied to no EHR), and only this
+    patient's after a patient launch."""
+    patient_ref = (item.get("patient") or {}).get("reference")
+    return scope.allows(str(item.get("fhir_server") or scope.fhir_server), patient_ref)
 
 
 @bp.get("/item/<item_id>")
@@ -488,7 +498,7 @@ def work_item(item_id: str) -> str:
     scope = _scope(ts)
     item = get_work_item(_db(), item_id, today=_today())
     patient_ref = (item.get("patient") or {}).get("reference")
-    if scope.patient is not None and (patient_ref or "").split("/")[-1] != scope.patient.split("/")[-1]:
+    if not _item_visible(item, scope):
         raise NotFoundError(f"no work item {item_id!r}")
     denial: Denial | None = None
     resource = item.get("claim_response_resource")
@@ -684,20 +694,31 @@ def check(encounter_id: str) -> str:
 # ------------------------------------------------------------------ appeal editor, PDF, write-back, status
 
 
-@bp.get("/appeal/<case_id>")
-def appeal(case_id: str) -> str:
-    view, _ts = _case(case_id)
+def _appeal_page(
+    view: cases.CaseView, *, kept: dict[str, tuple[str, bool]] | None = None, save_error: str | None = None
+) -> str:
     next_info = None
     if view.status == "decided" and view.decision == "upheld" and view.level:
-        nxt = next_level(payer_type(view.payer_id or ""), view.level, _today())
-        next_info = nxt
+        next_info = next_level(payer_type(view.payer_id or ""), view.level, _today())
     return render_template(
-        "smart_app/appeal.html", case=view, letter=view.letter, next_level=next_info, decisions=cases.DECISIONS
+        "smart_app/appeal.html",
+        case=view,
+        letter=view.letter,
+        next_level=next_info,
+        decisions=cases.DECISIONS,
+        kept=kept or {},
+        save_error=save_error,
     )
 
 
+@bp.get("/appeal/<case_id>")
+def appeal(case_id: str) -> str:
+    view, _ts = _case(case_id)
+    return _appeal_page(view)
+
+
 @bp.post("/appeal/<case_id>/edit")
-def edit(case_id: str) -> Response:
+def edit(case_id: str) -> Response | tuple[str, int]:
     _check_csrf()
     view, ts = _case(case_id)
     edits: dict[str, tuple[str, bool]] = {}
@@ -708,12 +729,27 @@ def edit(case_id: str) -> Response:
         keep = request.form.get(f"keep-{s.id}") == "1"
         if " ".join(text.split()) != s.text or (not keep and s.sources):
             edits[s.id] = (text, keep)
-    if edits:
-        cases.save_edits(_db(), case_id, edits, actor=_actor(ts))
-        flash(f"Saved {len(edits)} edited sentence(s).")
-    else:
+    if not edits:
         flash("No changes to save.")
-    return redirect(url_for("smart_app.appeal", case_id=case_id))  # type: ignore[return-value]
+        return redirect(url_for("smart_app.appeal", case_id=case_id))  # type: ignore[return-value]
+    try:
+        cases.save_edits(_db(), case_id, edits, actor=_actor(ts))
+    except (InputError, NotFoundError) as exc:
+        why, status_code = exc.one_line(), 409 if view.status != "draft" else 400
+    except Exception as exc:  # the store failed: the biller's words must not be lost with it
+        if debugging():
+            raise
+        log.error("smart app: saving letter edits failed (%s)", type(exc).__name__)
+        why, status_code = "the edits could not be stored (a database error); try again in a moment", 503
+    else:
+        flash(f"Saved {len(edits)} edited sentence(s).")
+        return redirect(url_for("smart_app.appeal", case_id=case_id))  # type: ignore[return-value]
+    # Not saved: the page again, the biller's text in its fields, and why.
+    try:
+        current = cases.get_case(_db(), case_id, scope=_scope(ts))
+    except Exception:  # the store is down: show the case as it was read before the save
+        current = view
+    return _appeal_page(current, kept=edits, save_error=f"Your edits were not saved: {why}."), status_code
 
 
 @bp.get("/appeal/<case_id>/packet.pdf")
@@ -733,9 +769,31 @@ def do_writeback(case_id: str) -> Response:
     _check_csrf()
     view, _ts = _case(case_id)
     client, ts = _client()
-    pdf = render_packet(view.letter, today=_today()).pdf
-    with client:
-        result = writeback(client, view.letter, pdf, scopes=ts.scopes, case_id=case_id)
+    # One write-back per case: a double submit (or a second worker) finds the claim and creates nothing.
+    claim = cases.begin_writeback(_db(), case_id)
+    if claim.state == "busy":
+        client.close()
+        flash("This packet is being saved to the chart by another request; reload the page in a moment.", "warning")
+        return redirect(url_for("smart_app.appeal", case_id=case_id))  # type: ignore[return-value]
+    if claim.state == "done":
+        client.close()
+        flash(f"Already saved to the chart as {claim.document_ref} (task {claim.task_ref}); nothing was created again.")
+        return redirect(url_for("smart_app.appeal", case_id=case_id))  # type: ignore[return-value]
+    try:
+        pdf = render_packet(view.letter, today=_today()).pdf
+        with client:
+            result = writeback(
+                client,
+                view.letter,
+                pdf,
+                scopes=ts.scopes,
+                case_id=case_id,
+                existing_document=claim.document_ref,
+                existing_task=claim.task_ref,
+            )
+    except BaseException:
+        cases.end_writeback(_db(), case_id)
+        raise
     cases.record_writeback(
         _db(),
         case_id,
@@ -744,9 +802,9 @@ def do_writeback(case_id: str) -> Response:
         task_ref=result.task,
         skipped=len(result.skipped),
     )
-    if result.document_reference:
+    if result.document_reference and result.document_reference != claim.document_ref:
         flash(f"Saved the packet to the chart as {result.document_reference}.")
-    if result.task:
+    if result.task and result.task != claim.task_ref:
         flash(f"Created the appeal task {result.task} with its due date.")
     for why in result.skipped:
         flash(why, "warning")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ptguard.appeals.model import AppealLetter, edit_sentence
@@ -14,6 +15,9 @@ from ptguard.errors import InputError, NotFoundError
 from ptguard.store.db import session_scope
 from ptguard.store.models import AppealCase, AuditEvent
 
+WRITEBACK_PENDING = "pending:"  # document_ref / task_ref while a write-back is under way: "pending:<epoch seconds>"
+WRITEBACK_HOLD = 180.0  # seconds after which an unfinished write-back's claim is stale (its worker died)
+MAX_SENTENCE_CHARS = 5000  # one edited sentence; a megabyte of words would take the PDF renderer minutes
 TRANSITIONS = {"draft": {"sent"}, "sent": {"decided"}, "decided": set[str]()}
 DECISIONS = ("overturned", "partially-overturned", "upheld")
 
@@ -76,8 +80,8 @@ def _view(case: AppealCase) -> CaseView:
         due_date=case.due_date,
         deadline_rule=case.deadline_rule,
         decision=case.decision,
-        document_ref=case.document_ref,
-        task_ref=case.task_ref,
+        document_ref=_real_ref(case.document_ref),
+        task_ref=_real_ref(case.task_ref),
         letter=AppealLetter.from_dict(case.letter),
         audit=[
             {"at": a.at.isoformat(timespec="seconds"), "actor": a.actor, "action": a.action, "detail": a.detail}
@@ -176,6 +180,11 @@ def save_edits(db_url: str, case_id: str, edits: dict[str, tuple[str, bool]], *,
         if case.status != "draft":
             raise InputError(f"the case is {case.status}; only a draft letter can be edited")
         letter = AppealLetter.from_dict(case.letter)
+        for sid, (text, _keep) in edits.items():
+            if len(" ".join(text.split())) > MAX_SENTENCE_CHARS:
+                raise InputError(
+                    f"sentence {sid} is longer than {MAX_SENTENCE_CHARS:,} characters; split or shorten it"
+                )
         changed: list[str] = []
         dropped: list[str] = []
         for sid, (text, keep) in edits.items():
@@ -212,6 +221,69 @@ def set_status(db_url: str, case_id: str, status: str, *, actor: str, decision: 
         return _view(case)
 
 
+def _real_ref(ref: str | None) -> str | None:
+    """A stored reference, or None while it is only a write-back's claim marker."""
+    return None if ref is None or ref.startswith(WRITEBACK_PENDING) else ref
+
+
+def _live_claim(ref: str | None, now: float) -> bool:
+    if ref is None or not ref.startswith(WRITEBACK_PENDING):
+        return False
+    try:
+        return now - float(ref.removeprefix(WRITEBACK_PENDING)) < WRITEBACK_HOLD
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class WritebackClaim:
+    """The outcome of claiming a case's write-back: `claimed` (go on, creating only what is missing), `busy`
+    (another request is writing this case back now) or `done` (the DocumentReference and Task are already made)."""
+
+    state: str
+    document_ref: str | None
+    task_ref: str | None
+
+
+def begin_writeback(db_url: str, case_id: str, *, now: float | None = None) -> WritebackClaim:
+    """Claim the case's write-back, atomically: of two submits at once (a double click, two workers) only one gets
+    `claimed`; the other `busy`. The claim is a marker in the missing reference(s), ended by record_writeback or
+    end_writeback, and stale after WRITEBACK_HOLD seconds."""
+    now = time.time() if now is None else now
+    with session_scope(db_url) as s:
+        case = s.get(AppealCase, case_id)
+        if case is None:
+            raise NotFoundError(f"no appeal case {case_id!r}")
+        doc, task = case.document_ref, case.task_ref
+        real_doc, real_task = _real_ref(doc), _real_ref(task)
+        if _live_claim(doc, now) or _live_claim(task, now):
+            return WritebackClaim("busy", real_doc, real_task)
+        if real_doc and real_task:
+            return WritebackClaim("done", real_doc, real_task)
+        mark = f"{WRITEBACK_PENDING}{now:.3f}"
+        result = s.execute(
+            update(AppealCase)
+            .where(
+                AppealCase.id == case_id,
+                AppealCase.document_ref.is_(None) if doc is None else AppealCase.document_ref == doc,
+                AppealCase.task_ref.is_(None) if task is None else AppealCase.task_ref == task,
+            )
+            .values(document_ref=real_doc or mark, task_ref=real_task or mark)
+            .execution_options(synchronize_session=False)
+        )
+        claimed = getattr(result, "rowcount", 0) == 1
+        return WritebackClaim("claimed" if claimed else "busy", real_doc, real_task)
+
+
+def end_writeback(db_url: str, case_id: str) -> None:
+    """Drop an unfinished write-back's claim (the request failed before anything was recorded)."""
+    with session_scope(db_url) as s:
+        case = s.get(AppealCase, case_id)
+        if case is not None:
+            case.document_ref = _real_ref(case.document_ref)
+            case.task_ref = _real_ref(case.task_ref)
+
+
 def record_writeback(
     db_url: str, case_id: str, *, actor: str, document_ref: str | None, task_ref: str | None, skipped: int
 ) -> None:
@@ -219,8 +291,8 @@ def record_writeback(
         case = s.get(AppealCase, case_id)
         if case is None:
             raise NotFoundError(f"no appeal case {case_id!r}")
-        case.document_ref = document_ref or case.document_ref
-        case.task_ref = task_ref or case.task_ref
+        case.document_ref = document_ref or _real_ref(case.document_ref)
+        case.task_ref = task_ref or _real_ref(case.task_ref)
         audit(s, case.id, actor, "writeback", {"document": document_ref, "task": task_ref, "skipped": skipped})
 
 

@@ -80,33 +80,59 @@ def task(letter: AppealLetter, *, document_ref: str | None, case_id: str | None 
     return resource
 
 
+def _created_ref(created: dict[str, Any], resource_type: str) -> str:
+    rid = created.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise FhirServerError(f"POST {resource_type}: the server's answer names no id")
+    return f"{resource_type}/{rid}"
+
+
 def writeback(
-    client: FhirClient, letter: AppealLetter, pdf: bytes, *, scopes: Scopes | None, case_id: str | None = None
+    client: FhirClient,
+    letter: AppealLetter,
+    pdf: bytes,
+    *,
+    scopes: Scopes | None,
+    case_id: str | None = None,
+    existing_document: str | None = None,
+    existing_task: str | None = None,
 ) -> WritebackResult:
-    """Create what the granted scopes allow (None = no SMART scopes to check, e.g. the CLI); say why not otherwise."""
-    result = WritebackResult()
-    if scopes is not None and not scopes.can_create("DocumentReference"):
+    """Create what the granted scopes allow (None = no SMART scopes to check, e.g. the CLI); say why not otherwise.
+
+    Idempotent per case: what an earlier write-back created (`existing_document`, `existing_task`) is kept, not made
+    again, and each create carries If-None-Exist on the case identifier, so a repeated or timed-out POST that the
+    server did carry out returns the resource already made instead of a second copy.
+    """
+    result = WritebackResult(document_reference=existing_document, task=existing_task)
+    only_once = f"identifier={PTGUARD_CASE}|{case_id}" if case_id else None
+    if existing_document:
+        pass
+    elif scopes is not None and not scopes.can_create("DocumentReference"):
         result.skipped.append(
             "The PDF was not saved to the chart: the granted scopes do not include creating DocumentReference "
             "(patient/DocumentReference.c or user/DocumentReference.c). Download it instead, or relaunch with that scope."
         )
     else:
         try:
-            created = client.create(document_reference(letter, pdf, case_id=case_id))
-            result.document_reference = f"DocumentReference/{created.get('id')}"
+            created = client.create(document_reference(letter, pdf, case_id=case_id), if_none_exist=only_once)
+            result.document_reference = _created_ref(created, "DocumentReference")
         except FhirServerError as exc:
             result.skipped.append(
                 f"The FHIR server refused the DocumentReference ({exc.status or 'error'}): {exc.one_line()}"
             )
-    if scopes is not None and not scopes.can_create("Task"):
+    if existing_task:
+        pass
+    elif scopes is not None and not scopes.can_create("Task"):
         result.skipped.append(
             "No Task was created: the granted scopes do not include creating Task (patient/Task.c or user/Task.c); "
             "the case and its due date are kept in ptguard's worklist."
         )
     else:
         try:
-            created = client.create(task(letter, document_ref=result.document_reference, case_id=case_id))
-            result.task = f"Task/{created.get('id')}"
+            created = client.create(
+                task(letter, document_ref=result.document_reference, case_id=case_id), if_none_exist=only_once
+            )
+            result.task = _created_ref(created, "Task")
         except FhirServerError as exc:
             result.skipped.append(f"The FHIR server refused the Task ({exc.status or 'error'}): {exc.one_line()}")
     return result

@@ -626,3 +626,36 @@ def test_edit_letter_through_the_browser_route(
     text = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages).split())
     assert new_text in text
     assert "20 lb" in text and "19 May 2027" in text  # the rest of the letter is still there
+
+
+def test_writeback_twice_makes_one_document_reference_on_the_server(
+    public_app: Flask, smart_auth: SmartAuthServer, ids: dict[str, str]
+) -> None:
+    """A double submit creates nothing the second time; and even when ptguard lost what it had recorded (a POST
+    that timed out after the server stored it), If-None-Exist on the case identifier gives back the same
+    DocumentReference and Task instead of a second copy."""
+    client = public_app.test_client()
+    cr = ids["cr-aetna-01"]
+    launch(client, smart_auth, fhirContext=[{"reference": f"ClaimResponse/{cr}"}])
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(f"/app/claim/{cr}").get_data(as_text=True))
+    assert csrf
+    r = client.post(f"/app/claim/{cr}/appeal", data={"csrf": csrf.group(1)})
+    case_url = r.headers["Location"]
+    case_id = case_url.rsplit("/", 1)[-1]
+    for _ in range(2):
+        assert client.post(case_url + "/writeback", data={"csrf": csrf.group(1)}).status_code == 302
+    assert "nothing was created again" in client.get(case_url).get_data(as_text=True)
+    db = public_app.config["DATABASE_URL"]
+    with session_scope(db) as s:
+        case = s.get(AppealCase, case_id)
+        assert case is not None and case.document_ref and case.task_ref
+        first = (case.document_ref, case.task_ref)
+        case.document_ref = case.task_ref = None  # as if the answers had been lost
+    assert client.post(case_url + "/writeback", data={"csrf": csrf.group(1)}).status_code == 302
+    with session_scope(db) as s:
+        case = s.get(AppealCase, case_id)
+        assert case is not None and (case.document_ref, case.task_ref) == first
+    with FhirClient(smart_auth.state.fhir_url) as fhir:
+        system = "https://ptguard.dev/appeal-case"
+        assert len(fhir.search("DocumentReference", {"identifier": f"{system}|{case_id}"})) == 1
+        assert len(fhir.search("Task", {"identifier": f"{system}|{case_id}"})) == 1
