@@ -38,7 +38,7 @@ from ptguard.cds import (
     worklist_reader,
 )
 from ptguard.cds_feedback import CardRecord, CardRecorder, parse_feedback, store_feedback, unknown_cards
-from ptguard.config import Settings, load_settings
+from ptguard.config import Settings, env_int, load_settings
 from ptguard.errors import PtguardError
 from ptguard.store.db import session_scope
 
@@ -75,7 +75,10 @@ def configure(app: Flask) -> None:
     cfg.setdefault("CDS_ISSUERS", None)
     cfg.setdefault("CDS_ISSUERS_FILE", env.get("PTGUARD_CDS_ISSUERS"))
     cfg.setdefault("CDS_ALLOW_UNSIGNED", env.get("PTGUARD_CDS_ALLOW_UNSIGNED") == "1")
-    cfg.setdefault("CDS_LEEWAY_SECONDS", int(env.get("PTGUARD_CDS_LEEWAY_SECONDS") or 60))
+    if "CDS_LEEWAY_SECONDS" not in cfg:
+        cfg["CDS_LEEWAY_SECONDS"] = env_int(
+            "PTGUARD_CDS_LEEWAY_SECONDS", 60, low=0, high=3600, what="a number of seconds (0-3600)"
+        )
     cfg.setdefault("REDIS_URL", env.get("PTGUARD_REDIS_URL"))
     cfg.setdefault("CDS_TIME_BUDGET_MS", settings.cds_time_budget_ms)
     cfg.setdefault("CDS_ALL_CLEAR", env.get("PTGUARD_CDS_ALL_CLEAR") == "1")
@@ -85,7 +88,10 @@ def configure(app: Flask) -> None:
     cfg.setdefault("CDS_CLIENT_FACTORY", None)
     cfg.setdefault("CDS_JWKS_CACHE", None)
     cfg.setdefault("CDS_TRUSTED_HOSTS", env.get("PTGUARD_TRUSTED_HOSTS"))
-    cfg.setdefault("CDS_MAX_BODY_BYTES", int(env.get("PTGUARD_CDS_MAX_BODY_BYTES") or CDS_MAX_BODY_BYTES))
+    if "CDS_MAX_BODY_BYTES" not in cfg:
+        cfg["CDS_MAX_BODY_BYTES"] = env_int(
+            "PTGUARD_CDS_MAX_BODY_BYTES", CDS_MAX_BODY_BYTES, low=1024, high=2**31, what="a size in bytes (1024 or more)"
+        )
     if cfg["CDS_ISSUERS"] is not None:
         issuers = parse_issuers(cfg["CDS_ISSUERS"], "CDS_ISSUERS")
     elif cfg["CDS_ISSUERS_FILE"]:

@@ -40,6 +40,23 @@ _ENV_NAMES = {
 }
 
 
+def env_int(
+    name: str, default: int, *, low: int, high: int, what: str, environ: Mapping[str, str] | None = None
+) -> int:
+    """An integer setting from the environment: `default` when unset or blank, ConfigError (exit 5) naming the
+    variable when it is not a whole number in [low, high]."""
+    raw = (os.environ if environ is None else environ).get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw[:20]!r} is not {what}")
+    return value
+
+
 def _convert(name: str, raw: str) -> object:
     kinds = {f.name: f.type for f in fields(Settings)}
     kind = str(kinds[name])

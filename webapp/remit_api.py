@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from ptguard.config import env_int
 from ptguard.fhir.client import FhirClient
 from ptguard.remit.denial_output import looks_like_x12
 from ptguard.remit.fetch import FETCH_BASES_SETTING, FETCH_TOKEN_SETTING, allowed, fetch, normalise, parse_bases
@@ -40,8 +41,7 @@ def _setting(name: str, default: str | None = None) -> str | None:
 
 
 def _max_bytes() -> int:
-    raw = _setting(MAX_BYTES_SETTING)
-    return int(raw) if raw and raw.isdigit() else DEFAULT_MAX_BYTES
+    return int(current_app.config["REMIT_MAX_BYTES"])
 
 
 def _jobs() -> JobQueue:
@@ -189,6 +189,12 @@ def _http(exc: HTTPException) -> Any:
 def init_app(app: Flask) -> None:
     """Register the blueprint and the app's background job queue."""
     db_url = app.config.get("DATABASE_URL")
+    if "REMIT_MAX_BYTES" not in app.config:  # read once at start: a bad value stops start-up (exit 5)
+        configured = app.config.get(MAX_BYTES_SETTING)
+        environ = {MAX_BYTES_SETTING: str(configured)} if configured is not None else None
+        app.config["REMIT_MAX_BYTES"] = env_int(
+            MAX_BYTES_SETTING, DEFAULT_MAX_BYTES, low=1, high=2**31, what="a size in bytes", environ=environ
+        )
     # Job status lives in the database: under gunicorn each worker has its own queue, and any of them may be
     # asked GET /remit/jobs/<id>.
     app.extensions.setdefault(_EXT, JobQueue(db_url=str(db_url) if db_url else None))

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from ptguard.config import env_int
 from ptguard.errors import ConfigError
 
 log = logging.getLogger("ptguard.web")
@@ -109,19 +110,6 @@ def quiet_handler() -> Any:
     return QuietHandler
 
 
-def _env_int(name: str, default: int, *, low: int, high: int, what: str) -> int:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={raw[:20]!r} is not {what}")
-    return value
-
-
 def resolve_settings(args: argparse.Namespace) -> None:
     """Fill --port, --workers and --threads from PTGUARD_PORT / PTGUARD_WORKERS / PTGUARD_THREADS when not given.
 
@@ -129,11 +117,11 @@ def resolve_settings(args: argparse.Namespace) -> None:
     The range of --port is checked with the port itself (ptguard.serving.check_port_free).
     """
     if args.port is None:
-        args.port = _env_int("PTGUARD_PORT", 8000, low=0, high=65535, what="a port number (0-65535)")
+        args.port = env_int("PTGUARD_PORT", 8000, low=0, high=65535, what="a port number (0-65535)")
     if args.workers is None:
-        args.workers = _env_int("PTGUARD_WORKERS", 2, low=1, high=1024, what="a number of workers (1 or more)")
+        args.workers = env_int("PTGUARD_WORKERS", 2, low=1, high=1024, what="a number of workers (1 or more)")
     if args.threads is None:
-        args.threads = _env_int("PTGUARD_THREADS", 4, low=1, high=1024, what="a number of threads (1 or more)")
+        args.threads = env_int("PTGUARD_THREADS", 4, low=1, high=1024, what="a number of threads (1 or more)")
     if args.workers < 1 or args.threads < 1:
         raise ConfigError("--workers and --threads must be 1 or more")
 

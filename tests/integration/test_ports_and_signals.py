@@ -177,6 +177,22 @@ def test_a_bad_serve_number_is_exit_5_for_serve_and_harmless_elsewhere(tmp_path:
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ("PTGUARD_CDS_MAX_BODY_BYTES", "a size in bytes (1024 or more)"),
+        ("PTGUARD_CDS_LEEWAY_SECONDS", "a number of seconds (0-3600)"),
+        ("PTGUARD_REMIT_MAX_BYTES", "a size in bytes"),
+    ],
+)
+def test_a_bad_service_number_stops_serve_with_exit_5(tmp_path: Path, name: str, what: str) -> None:
+    """Was: int() of the value raised ValueError in create_app (exit 70), or the remit limit fell back silently."""
+    for bad in ("abc", "-5"):
+        done = _run(["serve"], tmp_path, **{name: bad})
+        assert done.returncode == 5, done.stderr
+        assert _one_line(done) == f"ptguard: error: {name}={bad!r} is not {what}"
+
+
 def test_serve_numbers_come_from_the_environment_when_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
     from ptguard.cli import build_parser
     from webapp.serve import resolve_settings
