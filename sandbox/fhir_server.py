@@ -7,6 +7,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -45,6 +46,9 @@ def check_installed(server_dir: Path = SERVER_DIR) -> None:
             " run `make setup` (or `npm ci --prefix sandbox/fhir-server`)"
         )
 
+
+# How Node ends when the terminal's Ctrl-C (or a SIGTERM to the process group) reaches it as well as us.
+_ASKED_TO_STOP = frozenset({0, -signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGTERM})
 
 class FhirServerProcess:
     """The sandbox FHIR server as a child process; use as a context manager or call start()/stop().
@@ -197,10 +201,11 @@ class FhirServerProcess:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the server: close stdin, SIGTERM, wait, then SIGKILL. Safe to call twice.
 
-        A temporary log (no `log_path` given) is removed when the server was still running, i.e. a clean stop.
+        A temporary log (no `log_path` given) is removed on a clean stop: the server still running, or already gone
+        because Ctrl-C in a terminal reached Node too (exit 0 or by SIGINT/SIGTERM). A crash keeps it.
         """
         proc = self._proc
-        if proc is not None and proc.poll() is not None:
+        if proc is not None and proc.poll() is not None and proc.returncode not in _ASKED_TO_STOP:
             self._keep_log = True  # it died on its own: its log says why
         if proc is not None:
             if proc.stdin is not None:

@@ -143,6 +143,28 @@ def test_demo_names_the_first_taken_port_and_touches_nothing(tmp_path: Path) -> 
     assert sorted(p.name for p in var_dir.iterdir()) == ["demo.lock"]  # no issuers, no store, no logs
 
 
+@pytest.mark.parametrize(("sig", "log_kept"), [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGKILL, True)])
+def test_sandbox_fhir_keeps_its_temporary_log_only_after_a_crash(sig: signal.Signals, log_kept: bool) -> None:
+    """Ctrl-C in a terminal reaches Node as well (the process group): Node gone first is still a clean stop.
+
+    Was: any exit before stop() counted as a crash, so a terminal's Ctrl-C left /tmp/ptguard-fhir-server-*.log.
+    """
+    from sandbox.fhir_server import FhirServerProcess
+
+    server = FhirServerProcess()
+    server.start()
+    log = server.log_path
+    assert server.pid is not None
+    os.kill(server.pid, sig)
+    deadline = time.monotonic() + 10
+    while server.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server.running
+    server.stop()
+    assert log.exists() == log_kept
+    log.unlink(missing_ok=True)
+
+
 def test_sandbox_fhir_port_taken_in_process_is_a_setting_error(taken: int, tmp_path: Path) -> None:
     from ptguard.serving import PortInUseError
     from sandbox.fhir_server import FhirServerProcess
