@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ptguard.appeals.model import AppealLetter, edit_sentence
@@ -15,7 +15,6 @@ from ptguard.errors import InputError, NotFoundError
 from ptguard.store.db import session_scope
 from ptguard.store.models import AppealCase, AuditEvent
 
-WRITEBACK_PENDING = "pending:"  # document_ref / task_ref while a write-back is under way: "pending:<epoch seconds>"
 WRITEBACK_HOLD = 180.0  # seconds after which an unfinished write-back's claim is stale (its worker died)
 MAX_SENTENCE_CHARS = 5000  # one edited sentence; a megabyte of words would take the PDF renderer minutes
 TRANSITIONS = {"draft": {"sent"}, "sent": {"decided"}, "decided": set[str]()}
@@ -80,8 +79,8 @@ def _view(case: AppealCase) -> CaseView:
         due_date=case.due_date,
         deadline_rule=case.deadline_rule,
         decision=case.decision,
-        document_ref=_real_ref(case.document_ref),
-        task_ref=_real_ref(case.task_ref),
+        document_ref=case.document_ref,
+        task_ref=case.task_ref,
         letter=AppealLetter.from_dict(case.letter),
         audit=[
             {"at": a.at.isoformat(timespec="seconds"), "actor": a.actor, "action": a.action, "detail": a.detail}
@@ -221,20 +220,6 @@ def set_status(db_url: str, case_id: str, status: str, *, actor: str, decision: 
         return _view(case)
 
 
-def _real_ref(ref: str | None) -> str | None:
-    """A stored reference, or None while it is only a write-back's claim marker."""
-    return None if ref is None or ref.startswith(WRITEBACK_PENDING) else ref
-
-
-def _live_claim(ref: str | None, now: float) -> bool:
-    if ref is None or not ref.startswith(WRITEBACK_PENDING):
-        return False
-    try:
-        return now - float(ref.removeprefix(WRITEBACK_PENDING)) < WRITEBACK_HOLD
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True)
 class WritebackClaim:
     """The outcome of claiming a case's write-back: `claimed` (go on, creating only what is missing), `busy`
@@ -247,32 +232,30 @@ class WritebackClaim:
 
 def begin_writeback(db_url: str, case_id: str, *, now: float | None = None) -> WritebackClaim:
     """Claim the case's write-back, atomically: of two submits at once (a double click, two workers) only one gets
-    `claimed`; the other `busy`. The claim is a marker in the missing reference(s), ended by record_writeback or
-    end_writeback, and stale after WRITEBACK_HOLD seconds."""
-    now = time.time() if now is None else now
+    `claimed`, the other `busy`. The claim (`writeback_claimed_at`) is ended by record_writeback or end_writeback,
+    and stale after WRITEBACK_HOLD seconds (`now`: epoch seconds, for tests)."""
+    at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     with session_scope(db_url) as s:
         case = s.get(AppealCase, case_id)
         if case is None:
             raise NotFoundError(f"no appeal case {case_id!r}")
         doc, task = case.document_ref, case.task_ref
-        real_doc, real_task = _real_ref(doc), _real_ref(task)
-        if _live_claim(doc, now) or _live_claim(task, now):
-            return WritebackClaim("busy", real_doc, real_task)
-        if real_doc and real_task:
-            return WritebackClaim("done", real_doc, real_task)
-        mark = f"{WRITEBACK_PENDING}{now:.3f}"
+        if doc and task:
+            return WritebackClaim("done", doc, task)
         result = s.execute(
             update(AppealCase)
             .where(
                 AppealCase.id == case_id,
-                AppealCase.document_ref.is_(None) if doc is None else AppealCase.document_ref == doc,
-                AppealCase.task_ref.is_(None) if task is None else AppealCase.task_ref == task,
+                or_(
+                    AppealCase.writeback_claimed_at.is_(None),
+                    AppealCase.writeback_claimed_at < at - timedelta(seconds=WRITEBACK_HOLD),
+                ),
             )
-            .values(document_ref=real_doc or mark, task_ref=real_task or mark)
+            .values(writeback_claimed_at=at)
             .execution_options(synchronize_session=False)
         )
         claimed = getattr(result, "rowcount", 0) == 1
-        return WritebackClaim("claimed" if claimed else "busy", real_doc, real_task)
+        return WritebackClaim("claimed" if claimed else "busy", doc, task)
 
 
 def end_writeback(db_url: str, case_id: str) -> None:
@@ -280,8 +263,7 @@ def end_writeback(db_url: str, case_id: str) -> None:
     with session_scope(db_url) as s:
         case = s.get(AppealCase, case_id)
         if case is not None:
-            case.document_ref = _real_ref(case.document_ref)
-            case.task_ref = _real_ref(case.task_ref)
+            case.writeback_claimed_at = None
 
 
 def record_writeback(
@@ -291,8 +273,9 @@ def record_writeback(
         case = s.get(AppealCase, case_id)
         if case is None:
             raise NotFoundError(f"no appeal case {case_id!r}")
-        case.document_ref = document_ref or _real_ref(case.document_ref)
-        case.task_ref = task_ref or _real_ref(case.task_ref)
+        case.document_ref = document_ref or case.document_ref
+        case.task_ref = task_ref or case.task_ref
+        case.writeback_claimed_at = None
         audit(s, case.id, actor, "writeback", {"document": document_ref, "task": task_ref, "skipped": skipped})
 
 

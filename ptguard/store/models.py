@@ -77,6 +77,8 @@ class AppealCase(Base):
     decision: Mapped[str | None] = mapped_column(String(40))
     document_ref: Mapped[str | None] = mapped_column(String(200))
     task_ref: Mapped[str | None] = mapped_column(String(200))
+    # Set while a request writes the case back to the chart (migration 0006); stale after cases.WRITEBACK_HOLD.
+    writeback_claimed_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, onupdate=utcnow)
     audit: Mapped[list[AuditEvent]] = relationship(back_populates="case", order_by="AuditEvent.id")
