@@ -77,7 +77,24 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[s
         "accesslog": None,  # access logs carry URLs with patient ids: off by default
         "errorlog": "-",
         "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        "when_ready": _say_ready(workers, threads),
     }
+
+
+def ready_line(address: str, how: str) -> str:
+    """The one line `ptguard serve` prints once it listens (gunicorn itself says nothing at its warning level)."""
+    return f"ptguard serve: listening on http://{address}/ ({how}); Ctrl-C stops\n"
+
+
+def _say_ready(workers: int, threads: int) -> Callable[[Any], None]:
+    def when_ready(server: Any) -> None:
+        for listener in getattr(server, "LISTENERS", []):
+            host, port = listener.sock.getsockname()[:2]
+            address = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+            sys.stderr.write(ready_line(address, f"gunicorn, {workers} worker(s) × {threads} thread(s)"))
+        sys.stderr.flush()
+
+    return when_ready
 
 
 LOOPBACK_BINDS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -144,6 +161,7 @@ def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
         # werkzeug stops on KeyboardInterrupt; make Ctrl-C work even when started from a background shell
         # (SIGINT ignored) and SIGTERM a clean stop too.
         with stop_signals():
+            sys.stderr.write(ready_line(f"{args.host}:{args.port}", "development server"))
             app.run(host=args.host, port=args.port, debug=False, use_reloader=False, request_handler=quiet_handler())
         return 0
     gunicorn_app(app, gunicorn_options(args.host, args.port, args.workers, args.threads)).run()

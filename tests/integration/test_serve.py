@@ -143,6 +143,9 @@ def _workers(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
 
 
 def test_serve_answers_signed_calls_launches_and_stops_without_leftovers(served: Served) -> None:
+    # It says where it listens, once (gunicorn itself is silent at its warning level).
+    ready = f"ptguard serve: listening on {served.base}/ (gunicorn, 2 worker(s) × 2 thread(s)); Ctrl-C stops"
+    assert served.output().count(ready) == 1, served.output()
     with requests.Session() as http:
         # A valid ES384 JWT from the configured issuer: the discovery document, as the schema describes it.
         path = "/cds-services"
