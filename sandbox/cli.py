@@ -29,7 +29,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     auth = commands.add_parser(
         "auth", help="run the sandbox SMART authorization server and its scope-enforcing FHIR proxy until Ctrl-C"
     )
-    auth.add_argument("--port", type=int, default=8091, help="port on 127.0.0.1 (0 = any free port; default 8091)")
+    auth.add_argument("--port", type=int, default=8091, help="port (0 = any free port; default 8091)")
     auth.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     auth.add_argument(
         "--fhir", default="http://127.0.0.1:8090/fhir/R4", help="the FHIR server to protect (default: the sandbox one)"

@@ -31,7 +31,7 @@ def add_cli(sub: Any) -> None:
         help="a ClaimResponse file, or its id (in --bundle files or on --fhir); with --claim-response, the chart "
         "(a FHIR file or folder), as in `ptguard appeal BUNDLE --claim-response ID`",
     )
-    p.add_argument("--claim-response", dest="claim_response_opt", help="the ClaimResponse id")
+    p.add_argument("--claim-response", dest="claim_response_opt", metavar="ID", help="the ClaimResponse id")
     p.add_argument(
         "--bundle", nargs="+", default=[], help="FHIR files or folders holding the chart (e.g. fhir_fixtures/)"
     )

@@ -184,14 +184,19 @@ def available_payers(directory: Path = DEFAULT_CRITERIA_DIR) -> list[str]:
 
 
 def require_payer(payer: str, directory: Path | None = None) -> str:
-    """`payer` when it has a criteria file (PTGUARD_CRITERIA_DIR by default), else NotFoundError listing the known ids."""
+    """`payer` when it has a criteria file (PTGUARD_CRITERIA_DIR by default), else NotFoundError listing the known ids
+    (RuleFileError, exit 4, when the folder has no criteria files at all)."""
     if directory is None:
         from ptguard.config import load_settings
 
         directory = load_settings().criteria_dir
     if known_payer(payer, directory):
         return payer
-    known = ", ".join(available_payers(directory)) or "none"
+    payers = available_payers(directory)
+    if not payers:  # a wrong PTGUARD_CRITERIA_DIR, not an unknown payer
+        what = "is not a folder" if not directory.is_dir() else "holds no payer criteria files (<payer-id>.yaml)"
+        raise RuleFileError(f"the criteria folder {what}; set PTGUARD_CRITERIA_DIR to one", where=str(directory))
+    known = ", ".join(payers)
     if not PAYER_ID.fullmatch(payer):
         raise NotFoundError(f"{payer[:40]!r} is not a payer id (lower-case letters, digits and '-'); known: {known}")
     raise NotFoundError(f"unknown payer id {payer!r}; known payers: {known}")

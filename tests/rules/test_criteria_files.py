@@ -106,6 +106,15 @@ def test_an_unknown_or_malformed_payer_id_is_the_same_error_loading_or_requiring
     assert loaded.value.exit_code == 3
 
 
+def test_a_criteria_folder_without_criteria_files_is_a_rule_file_error_naming_it(tmp_path: Path) -> None:
+    """Was: exit 3, "unknown payer id 'default-commercial'; known payers: none" — the folder was the problem."""
+    (tmp_path / "notes.txt").write_text("not criteria")
+    with pytest.raises(RuleFileError) as info:
+        load_payer("default-commercial", tmp_path)
+    assert info.value.exit_code == 4 and info.value.where == str(tmp_path)
+    assert "holds no payer criteria files" in info.value.message and "PTGUARD_CRITERIA_DIR" in info.value.message
+
+
 def test_extends_naming_no_file_says_which_file(tmp_path: Path) -> None:
     _write(tmp_path, "acme", "payer: acme\nname: Acme\nextends: gone\n")
     with pytest.raises(NotFoundError, match=r"acme\.yaml \$\.extends: unknown payer id 'gone'; known payers: acme"):
