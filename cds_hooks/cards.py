@@ -300,7 +300,9 @@ def signing_cards(result: CdsResult, options: CardOptions) -> CardSet:
                 card["links"] = links
             out.cards.append(card)
             out.issued.append(IssuedCard(card["uuid"], finding.id, ev.payer.payer))
-        if not out.cards and options.all_clear and not billing_blockers(result):
+        if not ev.visit.checked:
+            _unchecked_card(result, out)
+        elif not out.cards and options.all_clear and not billing_blockers(result):
             card = {
                 "uuid": _new_uuid(),
                 "summary": f"{payer_name}: 97530 documentation and billing meet every checked criterion",
@@ -370,6 +372,28 @@ def _billing_blocker_cards(result: CdsResult, out: CardSet) -> None:
         }
         out.cards.append(card)
         out.issued.append(IssuedCard(card["uuid"], finding.id, ev.payer.payer if ev is not None else None))
+
+
+def _unchecked_card(result: CdsResult, out: CardSet) -> None:
+    """The encounter's data could not be read at all: say that nothing was checked (never an all-clear, never silence)."""
+    ev = result.evaluation
+    assert ev is not None
+    card: dict[str, Any] = {
+        "uuid": _new_uuid(),
+        "summary": "97530 check not run: this encounter's data could not be read; re-check before billing",
+        "detail": (
+            "ptguard could not read this encounter's chart data (an element has a type or shape FHIR does not "
+            "allow), so none of its documentation or billing criteria were checked. Ask your EHR administrator to "
+            "look at the ptguard log, then re-check before billing."
+        ),
+        "indicator": "warning",
+        "source": {
+            "label": "ptguard data quality",
+            "topic": {"system": TOPIC_SYSTEM, "code": "data-quality.malformed-data", "display": "Not checked"},
+        },
+    }
+    out.cards.append(card)
+    out.issued.append(IssuedCard(card["uuid"], "data-quality.malformed-data", ev.payer.payer))
 
 
 def _incomplete_card(result: CdsResult, out: CardSet) -> None:

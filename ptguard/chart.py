@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import html
+import logging
 import math
 import re
 from collections import defaultdict
@@ -28,6 +29,7 @@ EXT = "https://ptguard.dev/fhir/StructureDefinition/"
 PAYER_ID_SYSTEM = "https://ptguard.dev/payer-id"
 Role = Literal["therapist", "assistant", "unknown"]
 Discipline = Literal["PT", "OT", "unknown"]
+log = logging.getLogger(__name__)
 _MIN_IN_TEXT = re.compile(r"\b(\d{1,3})\s*(?:min(?:ute)?s?)\b", re.IGNORECASE)
 _TAGS = re.compile(r"<[^>]+>")
 _NOT_HELD = frozenset({"cancelled", "entered-in-error"})
@@ -203,12 +205,11 @@ def malformed_data(reference: str, exc: BaseException) -> Finding:
 
 
 def mark_unchecked(visit: TherapyVisit, exc: BaseException) -> TherapyVisit:
-    """Turn a visit that failed part-way into an unchecked one: its data-quality findings plus the malformed one."""
+    """Make `visit` an unchecked one: nothing of its chart, only the malformed-data finding (no criterion runs)."""
     visit.checked = False
     visit.procedures, visit.billed, visit.notes, visit.measures = [], [], [], []
     visit.goals, visit.plans, visit.referrals, visit.diagnoses = [], [], [], []
-    kept = [f for f in visit.findings if f.category == "data-quality"]
-    visit.findings = [*kept, malformed_data(visit.encounter_reference, exc)]
+    visit.findings = [malformed_data(visit.encounter_reference, exc)]
     return visit
 
 
@@ -594,6 +595,7 @@ class ChartBuilder:
         except MALFORMED_DATA as exc:
             if debugging():
                 raise
+            log.warning("an encounter could not be read; it is reported unchecked (%s)", type(exc).__name__)
             ref = self.index.label(encounter)
             visit = TherapyVisit(
                 encounter_reference=ref,

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptguard.chart import build_visits, mark_unchecked
-from ptguard.errors import MALFORMED_DATA, InputError, NotFoundError, debugging
+from ptguard.chart import build_visits
+from ptguard.errors import InputError, NotFoundError
 from ptguard.fhir.load import LoadResult, load_path
 from ptguard.findings import Finding, data_quality
 from ptguard.rules.criteria_files import DEFAULT_CRITERIA_DIR
@@ -125,13 +125,6 @@ def run_check(
                 loaded.source,
             )
         )
-    for visit in visits:
-        try:
-            evaluation = evaluate(visit, payer=payer, criteria_dir=criteria_dir, method=method)
-        except MALFORMED_DATA as exc:
-            # One encounter's malformed data must not stop the others being checked (re-raised under PTGUARD_DEBUG).
-            if debugging():
-                raise
-            evaluation = evaluate(mark_unchecked(visit, exc), payer=payer, criteria_dir=criteria_dir, method=method)
-        report.evaluations.append(evaluation)
+    for visit in visits:  # a criterion that fails on one visit is a finding of it (engine.evaluate), never a stop
+        report.evaluations.append(evaluate(visit, payer=payer, criteria_dir=criteria_dir, method=method))
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ptguard.chart import TherapyVisit
+from ptguard.errors import MALFORMED_DATA, debugging
 from ptguard.findings import (
     NOTE_PRESENT,
     SEARCHED,
@@ -25,6 +27,8 @@ from ptguard.rules import narrative
 from ptguard.rules.criteria_files import DEFAULT_CRITERIA_DIR, Criterion, PayerCriteria, known_payer, load_payer
 from ptguard.rules.tables import effective_row, effective_rows, table
 from ptguard.rules.units import Method, UnitResult, UnitRule, compute_units
+
+log = logging.getLogger(__name__)
 
 TARGET_CODE = "97530"
 _WORD = re.compile(r"[a-z]{4,}")
@@ -85,6 +89,7 @@ class Evaluation:
                 "billed": {k: _num(n) for k, n in self.billed_units.items()},
             },
             "findings": [f.to_dict() for f in self.findings],
+            "checked": v.checked,
         }
 
 
@@ -817,7 +822,18 @@ def evaluate(
     for crit in criteria.criteria if visit.checked else ():
         if not crit.in_effect(visit.visit_date):
             continue
-        result = CHECKS[crit.check](ctx, crit)
+        try:
+            result = CHECKS[crit.check](ctx, crit)
+        except MALFORMED_DATA as exc:  # one criterion's failure must not cost the encounter its other checks
+            if debugging():
+                raise
+            log.warning("criterion %s could not be evaluated (%s)", crit.id, type(exc).__name__)
+            result = data_quality(
+                "criterion-not-evaluated",
+                f"{crit.id} could not be evaluated on this encounter ({type(exc).__name__}); check it by hand",
+                visit.encounter_reference,
+                severity="warning",
+            )
         if result is not None:
             findings.append(result)
     billed = {c: n for c, n in visit.billed_units_by_code().items() if c in timed}

@@ -241,6 +241,26 @@ def test_all_clear_card_is_off_by_default_and_behind_a_flag(client: Any, token: 
     assert card["indicator"] == "info" and card["summary"].startswith("Aetna:")
 
 
+def test_an_encounter_that_could_not_be_read_gets_a_not_checked_card_never_an_all_clear(
+    client: Any, token: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: the chart reader's safety net left only a data-quality finding, which cards drop: no card at all, or
+    (with CDS_ALL_CLEAR) "meet every checked criterion" for an encounter on which nothing was checked."""
+    from ptguard.chart import ChartBuilder
+
+    def trip(self: Any, encounter: Any, *, payer_override: Any) -> Any:
+        raise TypeError("a reader missed a wrong-typed element")
+
+    monkeypatch.delenv("PTGUARD_DEBUG", raising=False)
+    monkeypatch.setattr(ChartBuilder, "_assemble", trip)
+    client.application.config["CDS_ALL_CLEAR"] = True
+    fake, pid, enc = _setup("aetna-01")
+    (card,) = _call(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc)).json["cards"]
+    assert card["indicator"] == "warning"
+    assert card["summary"].startswith("97530 check not run") and "re-check before billing" in card["summary"]
+    assert card["source"]["topic"]["code"] == "data-quality.malformed-data"
+
+
 # ---------------------------------------------------------------------------------------------- prefetch shapes
 
 
