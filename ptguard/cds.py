@@ -831,7 +831,7 @@ def _denials(
     payer_map: Any,
 ) -> None:
     from ptguard.denials.deadlines import compute_deadline
-    from ptguard.denials.decode import decode
+    from ptguard.denials.decode import decode_or_note
 
     request = result.request
     items: list[DenialItem] = list(worklist(request.patient_id)) if worklist is not None else []
@@ -848,7 +848,7 @@ def _denials(
     for cr in ix.of_type("ClaimResponse"):
         ref = ix.label(cr)
         try:
-            denial = decode(cr, index=ix)
+            denial = decode_or_note(cr, index=ix)  # one unreadable ClaimResponse costs only its own card
         except PtguardError:
             continue
         if not denial.denied or ref in known or (denial.claim_reference and denial.claim_reference in known):

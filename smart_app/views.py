@@ -35,7 +35,7 @@ from ptguard.appeals.render import render_packet
 from ptguard.appeals.writeback import writeback
 from ptguard.chart import build_visits
 from ptguard.denials.deadlines import canonical_level, compute_deadline, next_level, payer_type
-from ptguard.denials.decode import Denial, decode
+from ptguard.denials.decode import Denial, decode_or_note
 from ptguard.errors import FhirServerError, InputError, NotFoundError, PtguardError, debugging
 from ptguard.fhir.client import FhirClient
 from ptguard.fhir.fetch import encounter_queries, fetch, merge
@@ -503,9 +503,9 @@ def work_item(item_id: str) -> str:
     denial: Denial | None = None
     resource = item.get("claim_response_resource")
     if isinstance(resource, dict):
-        try:
-            denial = decode(resource, payer_hint=(item.get("payer") or {}).get("id"))
-        except (PtguardError, ValueError, TypeError, KeyError, AttributeError):
+        try:  # data that trips the reader is a Denial saying it could not be read, not an empty page
+            denial = decode_or_note(resource, payer_hint=(item.get("payer") or {}).get("id"))
+        except PtguardError:
             denial = None
     matched = bool(item.get("matched")) and bool(patient_ref) and bool(item.get("claim_response"))
     return render_template("smart_app/item.html", item=item, denial=denial, matched=matched, codes=_code_labels(item))
@@ -540,7 +540,7 @@ def _load_source(cr_id: str) -> tuple[AppealSource | None, Denial, list[str], di
     except NotFoundError as exc:
         from ptguard.fhir.refs import ResourceIndex
 
-        denial = decode(cr, index=ResourceIndex.from_load(load))
+        denial = decode_or_note(cr, index=ResourceIndex.from_load(load))
         return None, denial, [*notes, exc.one_line()], cr, load
 
 
@@ -597,7 +597,9 @@ def _list_on_worklist(cr: dict[str, Any], load: Any, fhir_base: str, payer_id: s
     try:
         index = ResourceIndex.from_load(load) if load is not None else None
         ingest_claim_response(cr, db_url=_db(), today=_today(), index=index, fhir_server=fhir_base, payer_id=payer_id)
-    except PtguardError as exc:
+    except Exception as exc:  # malformed data, a locked database...: the claim page still shows
+        if debugging():
+            raise
         log.warning("denial not put on the worklist (%s)", type(exc).__name__)
 
 
@@ -735,7 +737,7 @@ def edit(case_id: str) -> Response | tuple[str, int]:
     try:
         cases.save_edits(_db(), case_id, edits, actor=_actor(ts))
     except (InputError, NotFoundError) as exc:
-        why, status_code = exc.one_line(), 409 if view.status != "draft" else 400
+        why, status_code = exc.one_line(), 400
     except Exception as exc:  # the store failed: the biller's words must not be lost with it
         if debugging():
             raise
@@ -749,6 +751,8 @@ def edit(case_id: str) -> Response | tuple[str, int]:
         current = cases.get_case(_db(), case_id, scope=_scope(ts))
     except Exception:  # the store is down: show the case as it was read before the save
         current = view
+    if status_code == 400 and current.status != "draft":  # marked sent meanwhile (or before): a conflict
+        status_code = 409
     return _appeal_page(current, kept=edits, save_error=f"Your edits were not saved: {why}."), status_code
 
 
@@ -792,7 +796,10 @@ def do_writeback(case_id: str) -> Response:
                 existing_task=claim.task_ref,
             )
     except BaseException:
-        cases.end_writeback(_db(), case_id)
+        try:
+            cases.end_writeback(_db(), case_id, claim.token)
+        except Exception as exc:  # the store is down too: the claim runs out on its own; the first error is shown
+            log.error("smart app: could not release the write-back claim (%s)", type(exc).__name__)
         raise
     cases.record_writeback(
         _db(),
@@ -801,6 +808,7 @@ def do_writeback(case_id: str) -> Response:
         document_ref=result.document_reference,
         task_ref=result.task,
         skipped=len(result.skipped),
+        token=claim.token,
     )
     if result.document_reference and result.document_reference != claim.document_ref:
         flash(f"Saved the packet to the chart as {result.document_reference}.")

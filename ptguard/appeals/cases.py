@@ -228,6 +228,7 @@ class WritebackClaim:
     state: str
     document_ref: str | None
     task_ref: str | None
+    token: datetime | None = None  # with `claimed`: the claim's time, which only its holder may clear
 
 
 def begin_writeback(db_url: str, case_id: str, *, now: float | None = None) -> WritebackClaim:
@@ -255,27 +256,43 @@ def begin_writeback(db_url: str, case_id: str, *, now: float | None = None) -> W
             .execution_options(synchronize_session=False)
         )
         claimed = getattr(result, "rowcount", 0) == 1
-        return WritebackClaim("claimed" if claimed else "busy", doc, task)
+        return WritebackClaim("claimed", doc, task, at) if claimed else WritebackClaim("busy", doc, task)
 
 
-def end_writeback(db_url: str, case_id: str) -> None:
+def _release(s: Session, case_id: str, token: datetime | None) -> None:
+    """Clear the write-back claim, if it is still the one taken at `token` (a request that ran past WRITEBACK_HOLD
+    must not clear the claim of the one that took over); any claim when no token is given."""
+    query = update(AppealCase).where(AppealCase.id == case_id)
+    if token is not None:
+        query = query.where(AppealCase.writeback_claimed_at == token)
+    s.execute(query.values(writeback_claimed_at=None).execution_options(synchronize_session=False))
+
+
+def end_writeback(db_url: str, case_id: str, token: datetime | None = None) -> None:
     """Drop an unfinished write-back's claim (the request failed before anything was recorded)."""
     with session_scope(db_url) as s:
-        case = s.get(AppealCase, case_id)
-        if case is not None:
-            case.writeback_claimed_at = None
+        _release(s, case_id, token)
 
 
 def record_writeback(
-    db_url: str, case_id: str, *, actor: str, document_ref: str | None, task_ref: str | None, skipped: int
+    db_url: str,
+    case_id: str,
+    *,
+    actor: str,
+    document_ref: str | None,
+    task_ref: str | None,
+    skipped: int,
+    token: datetime | None = None,
 ) -> None:
+    """Store what a write-back made, end its claim (`token`, from begin_writeback) and audit it."""
     with session_scope(db_url) as s:
         case = s.get(AppealCase, case_id)
         if case is None:
             raise NotFoundError(f"no appeal case {case_id!r}")
         case.document_ref = document_ref or case.document_ref
         case.task_ref = task_ref or case.task_ref
-        case.writeback_claimed_at = None
+        s.flush()
+        _release(s, case_id, token)
         audit(s, case.id, actor, "writeback", {"document": document_ref, "task": task_ref, "skipped": skipped})
 
 

@@ -131,8 +131,12 @@ def test_a_writeback_under_way_is_not_started_twice(app: Flask, letter: AppealLe
     assert r.status_code == 302
     assert "being saved to the chart by another request" in client.get(f"/app/appeal/{case_id}").get_data(as_text=True)
     # a claim whose worker died is stale after the hold time; a failed request drops its claim at once
-    assert cases.begin_writeback(db, case_id, now=now + cases.WRITEBACK_HOLD + 1).state == "claimed"
-    cases.end_writeback(db, case_id)
+    taken_over = cases.begin_writeback(db, case_id, now=now + cases.WRITEBACK_HOLD + 1)
+    assert taken_over.state == "claimed"
+    # the first request, finishing late, must not clear the claim of the one that took over
+    cases.end_writeback(db, case_id, first.token)
+    assert cases.begin_writeback(db, case_id, now=now + cases.WRITEBACK_HOLD + 2).state == "busy"
+    cases.end_writeback(db, case_id, taken_over.token)
     assert cases.begin_writeback(db, case_id).state == "claimed"
 
 
