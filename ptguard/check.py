@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ptguard.chart import build_visits
-from ptguard.errors import InputError, NotFoundError
+from ptguard.errors import MALFORMED_DATA, InputError, NotFoundError, debugging
 from ptguard.fhir.load import LoadResult, load_path
 from ptguard.findings import Finding, data_quality
 from ptguard.rules.criteria_files import DEFAULT_CRITERIA_DIR
@@ -64,8 +65,21 @@ def load_inputs(paths: list[str | Path]) -> LoadResult:
     A file named on the command line must load; a bad file found in a directory is a data-quality finding
     and the others are still read.
     """
+    return load_input_files(paths)[0]
+
+
+def load_input_files(
+    paths: list[str | Path], *, unreadable: Callable[[Path, Exception], None] | None = None
+) -> tuple[LoadResult, list[tuple[Path, LoadResult]]]:
+    """load_inputs, also keeping which file held what: (merged, [(file, its load)]).
+
+    A file whose data trips the loader (a wrong JSON type no check foresaw) is an InputError when named on the
+    command line; found in a directory it goes to `unreadable(file, error)`, else becomes a data-quality finding,
+    and the others are still read. PTGUARD_DEBUG re-raises.
+    """
     files = expand_inputs(paths)
     merged = LoadResult(source=_label(files))
+    parts: list[tuple[Path, LoadResult]] = []
     for f, explicit in files:
         try:
             part = load_path(f)
@@ -76,8 +90,20 @@ def load_inputs(paths: list[str | Path]) -> LoadResult:
                 data_quality("unreadable-file", f"skipped: {exc.message}", str(f), severity="warning")
             )
             continue
+        except MALFORMED_DATA as exc:
+            if debugging():
+                raise
+            shape = f"its data has an unexpected shape ({type(exc).__name__})"
+            if explicit:
+                raise InputError(f"cannot read the file: {shape}", where=str(f)) from None
+            if unreadable is not None:
+                unreadable(f, exc)
+            else:
+                merged.findings.append(data_quality("unreadable-file", f"skipped: {shape}", str(f), severity="warning"))
+            continue
         merged.extend(part)
-    return merged
+        parts.append((f, part))
+    return merged, parts
 
 
 def run_check(

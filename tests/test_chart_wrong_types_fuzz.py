@@ -68,3 +68,31 @@ def test_a_wrong_json_type_anywhere_is_read_without_failing(
             assert code in (0, 1, 2, 3, 4), (what, argv[0], code, err)
             assert "internal error" not in err and "Traceback" not in err, (what, err)
     assert ran["check"] == MUTATIONS_PER_SEED and ran["denial"] > 10 and ran["appeal"] > 10, ran
+
+
+def test_a_folder_file_that_trips_the_loader_is_skipped_with_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` on a folder: such a file is a data-quality note and the others are checked (was exit 70)."""
+    import ptguard.check
+
+    monkeypatch.delenv("PTGUARD_DEBUG", raising=False)
+    for source in (FIXTURES / "clinic-shared.json", FIXTURES / "patient-cigna-nakamura.json", PATIENTS[0]):
+        (tmp_path / source.name).write_text(source.read_text())
+    real_load = ptguard.check.load_path
+
+    def trips(path: Path) -> Any:
+        if path.name == PATIENTS[0].name:
+            raise KeyError("entry")
+        return real_load(path)
+
+    monkeypatch.setattr(ptguard.check, "load_path", trips)
+    out = io.StringIO()
+    assert main(["check", str(tmp_path), "--format", "json"], out) == 0, capsys.readouterr().err
+    report = json.loads(out.getvalue())
+    assert any(e["encounter"] == "Encounter/enc-cigna-01" for e in report["encounters"])
+    notes = [f for f in report["data_quality"] if f["id"] == "data-quality.unreadable-file"]
+    assert notes and "unexpected shape (KeyError)" in notes[0]["message"], report["data_quality"]
+    # named on the command line, the same file is an input error (exit 2), never a crash
+    assert main(["check", str(tmp_path / PATIENTS[0].name)], io.StringIO()) == 2
+    assert "unexpected shape" in capsys.readouterr().err

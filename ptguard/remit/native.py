@@ -11,9 +11,8 @@ from typing import Any
 
 from ptguard.errors import MALFORMED_DATA, InputError, NotFoundError, debugging
 from ptguard.fhir.client import FhirClient
-from ptguard.fhir.load import LoadResult, load_path
+from ptguard.fhir.load import LoadResult
 from ptguard.fhir.refs import ResourceIndex, element, ref_string
-from ptguard.findings import data_quality
 from ptguard.remit.intake import IngestResult, ingest_claim_response
 
 log = logging.getLogger(__name__)
@@ -73,40 +72,16 @@ def ingest_resources(
     return out
 
 
-def ingest_load(load: LoadResult, *, db_url: str, today: date, payer_map: Path | None = None) -> list[IngestResult]:
-    """The ClaimResponses/EOBs of loaded FHIR files, with the files as the chart their payers are resolved in."""
-    return ingest_resources(load.resources, ResourceIndex.from_load(load), db_url=db_url, today=today,
-                            payer_map=payer_map)
-
-
 def load_files(paths: list[str | Path]) -> tuple[LoadResult, list[tuple[Path, LoadResult]], list[IngestResult]]:
-    """Load every file (folders expanded) into one chart, keeping which file held what.
+    """check.load_input_files, a file whose data trips the loader being an UnreadableResult naming it."""
+    from ptguard.check import load_input_files
 
-    A file named on the command line must load (InputError otherwise). A bad file found in a folder is a
-    data-quality finding, or, when its data trips the loader, an UnreadableResult; the others are still read.
-    """
-    from ptguard.check import expand_inputs
-
-    merged = LoadResult(source=", ".join(str(p) for p in paths))
-    parts: list[tuple[Path, LoadResult]] = []
     failed: list[IngestResult] = []
-    for f, explicit in expand_inputs(paths):
-        try:
-            part = load_path(f)
-        except InputError as exc:
-            if explicit:
-                raise
-            merged.findings.append(data_quality("unreadable-file", f"skipped: {exc.message}", str(f),
-                                                severity="warning"))
-            continue
-        except MALFORMED_DATA as exc:
-            if explicit and not debugging():
-                raise InputError(f"cannot read the file: its data has an unexpected shape ({type(exc).__name__})",
-                                 where=str(f)) from None
-            failed.append(_unreadable(f"file {f.name}", exc, str(f)))
-            continue
-        merged.extend(part)
-        parts.append((f, part))
+
+    def unreadable(f: Path, exc: Exception) -> None:
+        failed.append(_unreadable(f"file {f.name}", exc, str(f)))
+
+    merged, parts = load_input_files(paths, unreadable=unreadable)
     return merged, parts, failed
 
 
@@ -115,8 +90,8 @@ def ingest_files(
 ) -> tuple[LoadResult, list[IngestResult]]:
     """`worklist add`: the ClaimResponses/EOBs of FHIR files, all the files being the chart they are resolved in.
 
-    File by file: a file (or a resource in it) that cannot be read is reported as an UnreadableResult naming the
-    file, and the others are still added. Returns the merged load (its findings are the files' notes) and results.
+    File by file: a file found in a folder (or a resource in any file) that cannot be read is reported as an
+    UnreadableResult naming the file, and the others are still added; a file named on the command line must load. Returns the merged load (its findings are the files' notes) and results.
     """
     merged, parts, results = load_files(paths)
     if not any(r.get("resourceType") in ADJUDICATIONS for r in merged.resources) and not results:

@@ -99,14 +99,16 @@ def test_a_bad_file_among_good_ones_is_reported_and_the_good_ones_are_added(
         return real_ingest(resource, **kwargs)
 
     monkeypatch.setattr(native, "ingest_claim_response", trips_on_uhc)
-    real_load = native.load_path
+    import ptguard.check
+
+    real_load = ptguard.check.load_path
 
     def bcbs_unloadable(path: Path) -> Any:
         if "bcbs" in path.name:
             raise KeyError("entry")
         return real_load(path)
 
-    monkeypatch.setattr(native, "load_path", bcbs_unloadable)
+    monkeypatch.setattr(ptguard.check, "load_path", bcbs_unloadable)
     code, out, err = _run(["worklist", "add", str(tmp_path), "--format", "json"], capsys)
     assert code == 0, err
     summary = orjson.loads(out)
