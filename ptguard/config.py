@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -48,10 +49,9 @@ def env_int(
     raw = (os.environ if environ is None else environ).get(name)
     if raw is None or not raw.strip():
         return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = low - 1
+    digits = raw.strip()
+    # ASCII digits only: int() would also take "1_000" or other scripts' digits, which no one means in a setting
+    value = int(digits) if re.fullmatch(r"-?[0-9]{1,18}", digits) else low - 1
     if not low <= value <= high:
         raise ConfigError(f"{name}={raw[:20]!r} is not {what}")
     return value

@@ -132,7 +132,6 @@ class Denial:
     category_label: str
     path: Path_
     why: str
-    identifiers: dict[str, str] = field(default_factory=dict)
     # Parts of the adjudication that could not be read (items, adjudications, sequences), as findings.
     data_quality: list[Finding] = field(default_factory=list)
     # True when the payer's own signals say denied but no denied line could be read.
@@ -545,7 +544,7 @@ def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint
         if isinstance(i.get("sequence"), int) and not isinstance(i.get("sequence"), bool)
     }
     notes = {
-        n["number"]: str(n.get("text", ""))
+        n["number"]: _str(n.get("text")) or ""
         for n in _dicts(resource.get("processNote"))
         if isinstance(n.get("number"), int)
     }
@@ -601,14 +600,6 @@ def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint
                 f"({unreadable}): check the payer's remittance before concluding there is nothing to appeal."
             )
     patient = resource.get("patient")
-    identifiers = {
-        i["system"]: i["value"]
-        for i in _dicts(resource.get("identifier"))
-        if _str(i.get("system")) and _str(i.get("value"))
-    }
-    ident = element(element(resource, "request"), "identifier")
-    if ident:
-        identifiers.setdefault(str(ident.get("system")), str(ident.get("value")))
     return Denial(
         reference=ref,
         resource_type=str(rtype),
@@ -626,7 +617,6 @@ def decode(resource: Resource, *, index: ResourceIndex | None = None, payer_hint
         category_label=labels.get(category, "No denial" if category == "none" else category),
         path=path,
         why=why,
-        identifiers=identifiers,
         data_quality=[
             data_quality("unreadable-adjudication", msg, ref, severity="warning")
             for msg in problems

@@ -41,7 +41,7 @@ from ptguard.store.models import RemitFile, WorkItem, utcnow
 
 log = logging.getLogger("ptguard.remit")
 
-THERAPY_CODE = re.compile(r"^(97\d{3}|G0283)$")
+THERAPY_CODE = re.compile(r"^(97\d{3}|G0283)$", re.ASCII)
 REMIT_FILE_SHA256 = "https://ptguard.dev/remit-file-sha256"
 X12_CONTENT_TYPE = "application/edi-x12"
 OPEN_STATUSES = ("open", "unmatched")

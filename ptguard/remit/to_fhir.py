@@ -64,7 +64,7 @@ UNPROCESSABLE_RARCS = frozenset({"MA130"})
 
 # Modifiers that are CPT (two digits); everything alphabetic is HCPCS Level II (GP, GO, GN, CQ, CO, KX, X{EPSU}…).
 def _modifier_system(modifier: str) -> str:
-    return CPT if modifier.isdigit() else HCPCS
+    return CPT if modifier.isascii() and modifier.isdigit() else HCPCS
 
 
 def _money(value: Decimal) -> dict[str, Any]:
