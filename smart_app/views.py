@@ -459,10 +459,8 @@ def worklist() -> str:
 
     _sid, ts, _ = _current()
     scope = _scope(ts)
-    items = list_work_items(_db(), today=_today())
-    open_items = [
-        i for i in items if i.get("status") not in ("resolved", "dismissed", "reversed") and _item_visible(i, scope)
-    ]
+    items = list_work_items(_db(), today=_today(), exclude=("resolved", "dismissed", "reversed"))
+    open_items = [i for i in items if _item_visible(i, scope)]
     more = max(0, len(open_items) - WORKLIST_LIMIT)
     open_items = open_items[:WORKLIST_LIMIT]
     case_rows = cases.list_cases(_db(), scope=scope)

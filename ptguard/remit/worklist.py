@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import defer
 
 from ptguard.errors import InputError, NotFoundError
 from ptguard.store.db import session_scope
@@ -60,14 +61,19 @@ def _sort_key(entry: dict[str, Any]) -> tuple[int, int, str, str]:
     return (0 if days is not None else 1, days if days is not None else 0, entry["created_at"], entry["id"])
 
 
-def list_work_items(db_url: str, *, status: str | None = None, today: date) -> list[dict[str, Any]]:
-    """Work items (all, or of one status), sorted by days left: overdue first, items without a due date last."""
+def list_work_items(
+    db_url: str, *, status: str | None = None, today: date, exclude: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Work items (all, or of one status, less those of the `exclude` statuses), sorted by days left: overdue first,
+    items without a due date last. The stored ClaimResponse JSON is not read (get_work_item has it)."""
     if status is not None and status not in STATUSES:
         raise InputError(f"unknown work item status {status!r} (one of: {', '.join(STATUSES)})")
     with session_scope(db_url) as s:
-        query = select(WorkItem)
+        query = select(WorkItem).options(defer(WorkItem.claim_response))
         if status is not None:
             query = query.where(WorkItem.status == status)
+        if exclude:
+            query = query.where(WorkItem.status.not_in(exclude))
         entries = [item_dict(item, today=today) for item in s.scalars(query)]
     return sorted(entries, key=_sort_key)
 

@@ -105,7 +105,7 @@ def _migrate(url: str) -> None:
 def _factory(url: str) -> sessionmaker[Session]:
     try:
         migrate(url)
-    except OperationalError as exc:
+    except DBAPIError as exc:  # unreachable, refused, or a schema another process left half-made
         reason = str(exc.orig).splitlines()[0][:120] if exc.orig else type(exc).__name__
         raise ConfigError(f"the database at DATABASE_URL cannot be reached ({reason})") from None
     return sessionmaker(get_engine(url), expire_on_commit=False)
