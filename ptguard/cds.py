@@ -640,7 +640,9 @@ def gather(
     complete = fetched.complete and not fetched.findings
     failed = {f.message.partition(":")[0] for f in fetched.findings if f.id != "data-quality.fhir-skipped"}
     unavailable = failed & set(labels)
-    if any(label.startswith("reference ") for label in failed) or (refs and not fetched.complete):
+    # A fetch that ran out of time never followed the references of what it read (the performer's Practitioner and
+    # PractitionerRole, say): checks that read them must not report their absence.
+    if any(label.startswith("reference ") for label in failed) or not fetched.complete:
         unavailable.add("references")
     return merge(read.load, fetched.load), notes, complete, unavailable
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -522,6 +523,30 @@ def test_slow_server_answer_within_budget_with_what_could_be_checked(
     started = time.monotonic()
     response = post(budget_client, token, SIGN, hook_request(SIGN, patient=pid, encounter=enc, server=silent_server))
     assert response.status_code == 412 and (time.monotonic() - started) * 1000 < 400
+
+
+def test_a_fetch_that_runs_out_of_time_never_reports_the_unfollowed_references_as_missing(
+    budget_client: Any, token: TokenFactory
+) -> None:
+    """Was (seen in CI): no prefetch, one slow query, so the fetch never reached its second round (the performer's
+    Practitioner and PractitionerRole) — and clinician.qualification reported the unread qualification as missing."""
+    fake, pid, enc = _setup("cigna-01")
+    answer = fake._handle
+
+    def slow_goals(request: Any) -> tuple[int, dict[str, str], bytes]:
+        if "/Goal" in request.url:
+            time.sleep(BUDGET_MS / 1000 * 2)
+        return answer(request)
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.add_callback(responses.GET, re.compile(re.escape(fake.base) + r"/.*"), callback=slow_goals)
+        response = post(budget_client, token, SIGN, hook_request(SIGN, patient=pid, encounter=enc))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert not any(p.startswith(("Practitioner/", "PractitionerRole")) for p in fake.paths), fake.paths
+    topics = _topics(response)
+    assert "clinician.qualification" not in topics and "units.billed-vs-supported" in topics, topics
+    incomplete = next(c for c in response.json["cards"] if c["source"]["topic"]["code"] == "data-quality")
+    assert "clinician.qualification" in incomplete["detail"]  # listed under "Not checked"
 
 
 @pytest.mark.parametrize("kind", ["refused", "html", "500", "delay"])

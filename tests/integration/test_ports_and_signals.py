@@ -27,9 +27,13 @@ def _ignore_sigint() -> None:  # what a shell does to a command it starts in the
 
 def _listen(port: int) -> socket.socket:
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(1)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(1)
+    except OSError:  # taken: close it here (an unclosed socket is a ResourceWarning, an error under pytest)
+        sock.close()
+        raise
     return sock
 
 
