@@ -27,7 +27,6 @@ from ptguard.store.models import WorkItem
 from smart_app import smart
 from smart_app.sessions import TokenStore
 from smart_app.smart import IdentityCheck, SmartConfiguration
-from webapp import create_app
 
 EHR = "https://ehr-a.example/fhir"
 OTHER = "https://ehr-b.example/fhir"
@@ -38,18 +37,6 @@ FIXTURE = Path(__file__).resolve().parents[2] / "fhir_fixtures" / "patient-aetna
 def letter() -> AppealLetter:
     src = build_source(load_files([FIXTURE]), "cr-aetna-01")
     return assemble(src, today=date(2026, 12, 3))
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Flask:
-    return create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'a.sqlite3'}",
-            "SECRET_KEY": "k",
-            "SESSION_COOKIE_SECURE": False,
-        }
-    )
 
 
 def _signed_in(app: Flask, base: str = EHR) -> tuple[FlaskClient, str]:

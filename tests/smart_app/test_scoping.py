@@ -3,10 +3,8 @@ case and signing out take a POST with the CSRF token."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
@@ -18,7 +16,6 @@ from ptguard.store.models import AppealCase, AuditEvent, WorkItem
 from smart_app import smart
 from smart_app.sessions import TokenStore
 from smart_app.smart import IdentityCheck, SmartConfiguration
-from webapp import create_app
 
 EHR_A = "https://ehr-a.example/fhir"
 EHR_B = "https://ehr-b.example/fhir"
@@ -43,18 +40,6 @@ def _letter(cr: str, patient: str) -> AppealLetter:
         path="appeal",
         level="first-level",
         subject="Appeal",
-    )
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Flask:
-    return create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'a.sqlite3'}",
-            "SECRET_KEY": "k",
-            "SESSION_COOKIE_SECURE": False,
-        }
     )
 
 

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from webapp import create_app
+from flask import Flask
 
 
-def _app(tmp_path: Path):  # type: ignore[no-untyped-def]
-    return create_app(
-        {"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'h.sqlite3'}", "SECRET_KEY": "k",
-         "SESSION_COOKIE_SECURE": False}
-    )
-
-
-def test_pages_forbid_foreign_scripts_referers_and_caching(tmp_path: Path) -> None:
-    client = _app(tmp_path).test_client()
+def test_pages_forbid_foreign_scripts_referers_and_caching(app: Flask) -> None:
+    client = app.test_client()
     for path in ("/app/", "/app/launch", "/app/claim/cr-1", "/app/appeal/1/packet.pdf"):
         response = client.get(path)
         csp = response.headers.get("Content-Security-Policy", "")
@@ -25,7 +16,7 @@ def test_pages_forbid_foreign_scripts_referers_and_caching(tmp_path: Path) -> No
         assert response.headers.get("Cache-Control") == "no-store", (path, response.status_code)
 
 
-def test_the_jwks_keeps_its_public_cache_lifetime(tmp_path: Path) -> None:
-    response = _app(tmp_path).test_client().get("/app/.well-known/jwks.json")
+def test_the_jwks_keeps_its_public_cache_lifetime(app: Flask) -> None:
+    response = app.test_client().get("/app/.well-known/jwks.json")
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "public, max-age=300"
