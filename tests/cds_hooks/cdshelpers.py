@@ -158,3 +158,19 @@ def post(client: Any, token: TokenFactory, service_id: str, body: Any, **kw: Any
         assert response.mimetype == "application/json", response.mimetype
         assert_valid_response(orjson.loads(response.data))
     return response
+
+
+def call_service(client: Any, token: TokenFactory, fake: FakeFhir | None, service_id: str, body: Any) -> Any:
+    """POST a service call with `fake` (when given) answering the FHIR reads; a 200 is schema-checked."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        if fake is not None:
+            fake.register(rsps)
+        response = post(client, token, service_id, body)
+    if response.status_code == 200:
+        assert_valid_response(response.json)
+    return response
+
+
+def card_topics(response: Any) -> list[str]:
+    """The sorted topic codes of a response's cards."""
+    return sorted(c["source"]["topic"]["code"] for c in response.json["cards"])

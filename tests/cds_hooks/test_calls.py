@@ -20,6 +20,8 @@ from cdshelpers import (
     Keys,
     TokenFactory,
     assert_valid_response,
+    call_service,
+    card_topics,
     fake_for,
     full_prefetch,
     hook_request,
@@ -50,26 +52,6 @@ def _ctx(pid: str, enc: str | None) -> dict[str, Any]:
     if enc:
         ctx["encounterId"] = enc
     return ctx
-
-
-def _call(
-    client: Any,
-    token: TokenFactory,
-    fake: FakeFhir | None,
-    service: str,
-    body: Any,
-) -> Any:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        if fake is not None:
-            fake.register(rsps)
-        response = post(client, token, service, body)
-    if response.status_code == 200:
-        assert_valid_response(response.json)
-    return response
-
-
-def _topics(response: Any) -> list[str]:
-    return sorted(c["source"]["topic"]["code"] for c in response.json["cards"])
 
 
 # ---------------------------------------------------------------------------------------------- discovery
@@ -168,10 +150,10 @@ def test_cors_on_discovery_post_and_options(client: Any, token: TokenFactory) ->
 def test_every_scenario_with_full_prefetch(client: Any, token: TokenFactory, ident: str) -> None:
     fake, pid, enc = _setup(ident)
     prefetch = full_prefetch(fake, SIGN, _ctx(pid, enc))
-    response = _call(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
+    response = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
     assert response.status_code == 200
     expected = next(s for s in SCENARIOS if s["id"] == ident)["intended_problems"]
-    assert _topics(response) == sorted(expected)
+    assert card_topics(response) == sorted(expected)
     # only references the templates cannot express (payer Organization, performers) were read
     assert all(p.split("/")[0] in {"Organization", "Practitioner", "PractitionerRole"} for p in fake.paths)
     cards = response.json["cards"]
@@ -188,7 +170,7 @@ def test_every_scenario_with_full_prefetch(client: Any, token: TokenFactory, ide
 
 def test_cigna_units_card_without_prefetch_fetches_with_the_bearer_token(client: Any, token: TokenFactory) -> None:
     fake, pid, enc = _setup("cigna-01")
-    response = _call(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, token="tok-123"))
+    response = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, token="tok-123"))
     assert response.status_code == 200
     assert fake.paths and set(fake.auth_seen) == {"Bearer tok-123"}
     card = response.json["cards"][0]
@@ -209,7 +191,7 @@ def test_cigna_units_card_without_prefetch_fetches_with_the_bearer_token(client:
 
 def test_goal_card_names_payer_and_fix(client: Any, token: TokenFactory) -> None:
     fake, pid, enc = _setup("uhc-01")
-    response = _call(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc))
+    response = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc))
     goal = next(c for c in response.json["cards"] if c["source"]["topic"]["code"] == "note.functional-goal")
     assert goal["summary"] == (
         "UnitedHealthcare: activity not tied to a functional goal — add which functional goal the activity serves"
@@ -224,7 +206,7 @@ def test_modifier_suggestions_update_the_claim_line(
     client: Any, token: TokenFactory, ident: str, modifier: str
 ) -> None:
     fake, pid, enc = _setup(ident)
-    response = _call(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc))
+    response = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc))
     card = response.json["cards"][0]
     claim = card["suggestions"][0]["actions"][0]["resource"]
     mods = {c["code"] for i in claim["item"] for m in i.get("modifier", []) for c in m["coding"]}
@@ -235,10 +217,10 @@ def test_modifier_suggestions_update_the_claim_line(
 def test_all_clear_card_is_off_by_default_and_behind_a_flag(client: Any, token: TokenFactory) -> None:
     fake, pid, enc = _setup("aetna-01")
     body = hook_request(SIGN, patient=pid, encounter=enc)
-    assert _call(client, token, fake, SIGN, body).json == {"cards": []}
+    assert call_service(client, token, fake, SIGN, body).json == {"cards": []}
     client.application.config["CDS_ALL_CLEAR"] = True
     body = hook_request(SIGN, patient=pid, encounter=enc)
-    (card,) = _call(client, token, fake, SIGN, body).json["cards"]
+    (card,) = call_service(client, token, fake, SIGN, body).json["cards"]
     assert card["indicator"] == "info" and card["summary"].startswith("Aetna:")
 
 
@@ -256,7 +238,7 @@ def test_an_encounter_that_could_not_be_read_gets_a_not_checked_card_never_an_al
     monkeypatch.setattr(ChartBuilder, "_assemble", trip)
     client.application.config["CDS_ALL_CLEAR"] = True
     fake, pid, enc = _setup("aetna-01")
-    (card,) = _call(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc)).json["cards"]
+    (card,) = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc)).json["cards"]
     assert card["indicator"] == "warning"
     assert card["summary"].startswith("97530 check not run") and "re-check before billing" in card["summary"]
     assert card["source"]["topic"]["code"] == "data-quality.malformed-data"
@@ -272,8 +254,8 @@ def _partial(fake: FakeFhir, pid: str, enc: str, keep: set[str]) -> dict[str, An
 def test_partial_prefetch_fetches_the_rest(client: Any, token: TokenFactory) -> None:
     fake, pid, enc = _setup("cigna-01")
     prefetch = _partial(fake, pid, enc, {"patient", "encounter", "procedures"})
-    response = _call(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
-    assert _topics(response) == ["units.billed-vs-supported"]
+    response = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
+    assert card_topics(response) == ["units.billed-vs-supported"]
     assert not any(p.startswith(("Encounter/", "Procedure?")) for p in fake.paths)
     assert any(p.startswith("Claim?") for p in fake.paths)
 
@@ -284,8 +266,8 @@ def test_operation_outcome_as_a_prefetch_value_is_fetched_instead(client: Any, t
     outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
     prefetch["claims"] = outcome
     prefetch["procedures"] = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": outcome}]}
-    response = _call(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
-    assert _topics(response) == ["units.billed-vs-supported"]
+    response = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
+    assert card_topics(response) == ["units.billed-vs-supported"]
     assert any(p.startswith("Claim?") for p in fake.paths) and any(p.startswith("Procedure?") for p in fake.paths)
 
 
@@ -296,13 +278,13 @@ def test_null_empty_bundle_and_non_fhir_values(client: Any, token: TokenFactory)
     prefetch["goals"] = {"resourceType": "Bundle", "type": "searchset", "total": 0}  # empty search: nothing to fetch
     prefetch["notes"] = {"message": "not FHIR"}  # not FHIR: fetched
     prefetch["compositions"] = None  # null search: satisfied, not fetched
-    response = _call(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
+    response = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
     assert response.status_code == 200
     assert f"Encounter/{enc}" in fake.paths
     assert any(p.startswith("DocumentReference?") for p in fake.paths)
     assert not any(p.startswith(("Goal?", "Composition?")) for p in fake.paths)
     # the goals prefetch said "none", so the goals-on-record criterion fires
-    assert "goals.on-record" in _topics(response) or "units.billed-vs-supported" in _topics(response)
+    assert "goals.on-record" in card_topics(response) or "units.billed-vs-supported" in card_topics(response)
 
 
 def test_incomplete_prefetch_and_no_fhir_server(client: Any, token: TokenFactory) -> None:
@@ -310,9 +292,9 @@ def test_incomplete_prefetch_and_no_fhir_server(client: Any, token: TokenFactory
     fake, pid, enc = _setup("cigna-01")
     prefetch = _partial(fake, pid, enc, {"patient", "encounter", "procedures", "claims", "coverage"})
     body = hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch, server=None)
-    response = _call(client, token, None, SIGN, body)
+    response = call_service(client, token, None, SIGN, body)
     assert response.status_code == 200
-    topics = _topics(response)
+    topics = card_topics(response)
     assert "units.billed-vs-supported" in topics and "data-quality" in topics
     dq = next(c for c in response.json["cards"] if c["source"]["topic"]["code"] == "data-quality")
     assert dq["indicator"] == "info" and "notes" in dq["detail"]
@@ -320,10 +302,10 @@ def test_incomplete_prefetch_and_no_fhir_server(client: Any, token: TokenFactory
 
 def test_encounter_that_cannot_be_had_is_412(client: Any, token: TokenFactory) -> None:
     fake, pid, _enc = _setup("cigna-01")
-    response = _call(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter="enc-nowhere"))
+    response = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter="enc-nowhere"))
     assert response.status_code == 412
     assert response.json["resourceType"] == "OperationOutcome"
-    response = _call(client, token, None, SIGN, hook_request(SIGN, patient=pid, encounter="enc-x", server=None))
+    response = call_service(client, token, None, SIGN, hook_request(SIGN, patient=pid, encounter="enc-x", server=None))
     assert response.status_code == 412
 
 
@@ -355,7 +337,7 @@ def test_malformed_requests_get_400_with_an_operation_outcome(
 ) -> None:
     body = _good()
     mutate(body)
-    response = _call(client, token, None, SIGN, body)
+    response = call_service(client, token, None, SIGN, body)
     assert response.status_code == 400
     assert response.mimetype == "application/fhir+json"
     issue = response.json["issue"][0]
@@ -383,23 +365,23 @@ def test_order_sign_with_a_therapy_plan_of_care_order(client: Any, token: TokenF
     order = draft["entry"][0]["resource"]
     service = "ptguard-97530-order-sign"
     body = hook_request(service, patient=pid, encounter=None, draftOrders=draft)
-    response = _call(client, token, fake, service, body)
-    assert _topics(response) == ["medicare.kx-threshold"]
+    response = call_service(client, token, fake, service, body)
+    assert card_topics(response) == ["medicare.kx-threshold"]
     app_context = orjson.loads(response.json["cards"][0]["links"][0]["appContext"])
     assert app_context["encounter"] == "Encounter/enc-medicare-02"  # the most recent unbilled visit
     # an order that is not therapy (a CT) gets no cards and reads nothing
     order["code"] = {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "72133"}]}
     fake.paths.clear()
     body = hook_request(service, patient=pid, encounter=None, draftOrders=draft)
-    assert _call(client, token, fake, service, body).json == {"cards": []}
+    assert call_service(client, token, fake, service, body).json == {"cards": []}
     assert fake.paths == []
 
 
 def test_custom_note_sign_hook_reads_the_draft_note(client: Any, token: TokenFactory) -> None:
     fake, pid, enc = _setup("humana-01")
     service = "ptguard-97530-note-sign"
-    before = _call(client, token, fake, service, hook_request(service, patient=pid, encounter=enc))
-    assert "note.patient-response" in _topics(before)
+    before = call_service(client, token, fake, service, hook_request(service, patient=pid, encounter=enc))
+    assert "note.patient-response" in card_topics(before)
     draft = {
         "resourceType": "DocumentReference",
         "status": "current",
@@ -412,7 +394,7 @@ def test_custom_note_sign_hook_reads_the_draft_note(client: Any, token: TokenFac
             }
         ],
     }
-    after = _call(
+    after = call_service(
         client,
         token,
         fake,
@@ -420,7 +402,7 @@ def test_custom_note_sign_hook_reads_the_draft_note(client: Any, token: TokenFac
         hook_request(service, patient=pid, encounter=enc, draftNote=draft, documentId="doc-x"),
     )
     assert after.status_code == 200
-    assert "note.patient-response" not in _topics(after)
+    assert "note.patient-response" not in card_topics(after)
     assert "DocumentReference/doc-x" in fake.paths  # the note being signed was asked for by id
 
 
@@ -429,19 +411,19 @@ def test_patient_view_checks_the_encounter_in_context_else_the_latest_unbilled(
 ) -> None:
     service = "ptguard-97530-patient-view"
     fake, pid, enc = _setup("medicare-04")
-    with_enc = _call(client, token, fake, service, hook_request(service, patient=pid, encounter=enc))
-    assert _topics(with_enc) == ["progress-report.due"]
-    without = _call(client, token, fake, service, hook_request(service, patient=pid, encounter=None))
-    assert _topics(without) == ["progress-report.due"]
+    with_enc = call_service(client, token, fake, service, hook_request(service, patient=pid, encounter=enc))
+    assert card_topics(with_enc) == ["progress-report.due"]
+    without = call_service(client, token, fake, service, hook_request(service, patient=pid, encounter=None))
+    assert card_topics(without) == ["progress-report.due"]
     # every visit of this patient has been adjudicated: nothing to check on chart open
     fake, pid, _enc = _setup("uhc-01")
-    assert _call(client, token, fake, service, hook_request(service, patient=pid, encounter=None)).json == {"cards": []}
+    assert call_service(client, token, fake, service, hook_request(service, patient=pid, encounter=None)).json == {"cards": []}
 
 
 def test_denials_from_the_fhir_server_and_the_worklist(client: Any, token: TokenFactory) -> None:
     service = "ptguard-denials"
     fake, pid, _enc = _setup("uhc-01")
-    response = _call(client, token, fake, service, hook_request(service, patient=pid, encounter=None))
+    response = call_service(client, token, fake, service, hook_request(service, patient=pid, encounter=None))
     (card,) = response.json["cards"]
     assert card["summary"].startswith("97530 denied by UnitedHealthcare (service 2026-10-20): appeal due ")
     assert "CARC" in card["detail"] or "50" in card["detail"]
@@ -469,7 +451,7 @@ def test_denials_from_the_fhir_server_and_the_worklist(client: Any, token: Token
         )
         s.add(WorkItem(dedupe_key="835|x|2", source="835", patient_ref=f"Patient/{pid}", status="closed"))
         s.add(WorkItem(dedupe_key="835|x|3", source="835", patient_ref="Patient/someone-else", status="open"))
-    response = _call(client, token, fake, service, hook_request(service, patient=pid, encounter=None))
+    response = call_service(client, token, fake, service, hook_request(service, patient=pid, encounter=None))
     cards = response.json["cards"]
     assert len(cards) == 2
     from_835 = next(c for c in cards if c["source"]["label"] == "ptguard denial worklist")
@@ -479,7 +461,7 @@ def test_denials_from_the_fhir_server_and_the_worklist(client: Any, token: Token
 def test_denials_for_a_patient_without_any(client: Any, token: TokenFactory) -> None:
     service = "ptguard-denials"
     fake, pid, _enc = _setup("cigna-01")
-    assert _call(client, token, fake, service, hook_request(service, patient=pid, encounter=None)).json == {"cards": []}
+    assert call_service(client, token, fake, service, hook_request(service, patient=pid, encounter=None)).json == {"cards": []}
 
 
 # ---------------------------------------------------------------------------------------------- dead and slow servers
@@ -517,7 +499,7 @@ def test_slow_server_answer_within_budget_with_what_could_be_checked(
     elapsed = (time.monotonic() - started) * 1000
     assert response.status_code == 200 and elapsed < 300 + 100, elapsed
     assert_valid_response(response.json)
-    topics = _topics(response)
+    topics = card_topics(response)
     assert "units.billed-vs-supported" in topics and "data-quality" in topics
     # no prefetch at all and a silent server: the encounter cannot be had → 412, still within the budget
     started = time.monotonic()
@@ -543,7 +525,7 @@ def test_a_fetch_that_runs_out_of_time_never_reports_the_unfollowed_references_a
         response = post(budget_client, token, SIGN, hook_request(SIGN, patient=pid, encounter=enc))
     assert response.status_code == 200, response.get_data(as_text=True)
     assert not any(p.startswith(("Practitioner/", "PractitionerRole")) for p in fake.paths), fake.paths
-    topics = _topics(response)
+    topics = card_topics(response)
     assert "clinician.qualification" not in topics and "units.billed-vs-supported" in topics, topics
     incomplete = next(c for c in response.json["cards"] if c["source"]["topic"]["code"] == "data-quality")
     assert "clinician.qualification" in incomplete["detail"]  # listed under "Not checked"
@@ -598,7 +580,7 @@ def test_dead_or_broken_server_never_gives_500(budget_client: Any, token: TokenF
         assert stalled > 0, "ptguard answered only after the slow server did: the budget did not cut it off"
     assert_valid_response(response.json)
     # what could be checked is reported; what depends on unread data is withheld, not reported as missing
-    assert _topics(response) == ["data-quality", "units.billed-vs-supported"]
+    assert card_topics(response) == ["data-quality", "units.billed-vs-supported"]
     dq = next(c for c in response.json["cards"] if c["source"]["topic"]["code"] == "data-quality")
     assert "**Not checked**" in dq["detail"] and "note." in dq["detail"]
 
@@ -669,7 +651,7 @@ def test_a_contract_setting_broken_while_serving_is_said_on_the_denial_card(
     monkeypatch.setenv("PTGUARD_CONTRACT_DEADLINES", str(contract))
     service = "ptguard-denials"
     fake, pid, _enc = _setup("uhc-01")
-    response = _call(client, token, fake, service, hook_request(service, patient=pid, encounter=None))
+    response = call_service(client, token, fake, service, hook_request(service, patient=pid, encounter=None))
     assert response.status_code == 200
     (card,) = response.json["cards"]
     assert card["summary"].endswith("deadline not counted (setting error)")

@@ -13,7 +13,8 @@ from cdshelpers import (
     FHIR,
     SCENARIOS,
     TokenFactory,
-    assert_valid_response,
+    call_service,
+    card_topics,
     fake_for,
     full_prefetch,
     hook_request,
@@ -39,20 +40,6 @@ def _setup(ident: str = "cigna-01") -> tuple[FakeFhir, str, str]:
 
 def _ctx(pid: str, enc: str) -> dict[str, Any]:
     return {"userId": "Practitioner/prac-okafor", "patientId": pid, "encounterId": enc}
-
-
-def _call(client: Any, token: TokenFactory, fake: FakeFhir | None, body: Any) -> Any:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        if fake is not None:
-            fake.register(rsps)
-        response = post(client, token, SIGN, body)
-    if response.status_code == 200:
-        assert_valid_response(response.json)
-    return response
-
-
-def _topics(response: Any) -> list[str]:
-    return sorted(c["source"]["topic"]["code"] for c in response.json["cards"])
 
 
 def _dq(response: Any) -> dict[str, Any]:
@@ -129,14 +116,14 @@ def _assert_r5_412(response: Any) -> None:
 
 def test_r5_encounter_from_the_fhir_server_is_refused_like_r5_in_prefetch(client: Any, token: TokenFactory) -> None:
     fake, pid, enc = _r5_fake()
-    fetched = _call(client, token, fake, hook_request(SIGN, patient=pid, encounter=enc))
+    fetched = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc))
     assert f"Encounter/{enc}" in fake.paths
     _assert_r5_412(fetched)
     # the same Encounter in the prefetch, with or without a server to fall back on (which has it as R5 too)
     r5_enc = next(r for r in fake.resources if r["resourceType"] == "Encounter" and r["id"] == enc)
     for server in (FHIR, None):
         body = hook_request(SIGN, patient=pid, encounter=enc, prefetch={"encounter": r5_enc}, server=server)
-        prefetched = _call(client, token, fake if server else None, body)
+        prefetched = call_service(client, token, fake if server else None, SIGN, body)
         _assert_r5_412(prefetched)
         assert prefetched.json == fetched.json
 
@@ -152,7 +139,7 @@ def test_r5_encounter_with_only_status_completed_from_the_server_is_412(client: 
     for r in fake.resources:
         if r["resourceType"] == "Encounter" and r["id"] == enc:
             r["status"] = "completed"
-    _assert_r5_412(_call(client, token, fake, hook_request(SIGN, patient=pid, encounter=enc)))
+    _assert_r5_412(call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc)))
 
 
 def test_r5_resources_in_a_fetched_search_are_skipped_with_a_note(client: Any, token: TokenFactory) -> None:
@@ -161,12 +148,12 @@ def test_r5_resources_in_a_fetched_search_are_skipped_with_a_note(client: Any, t
         if r["resourceType"] == "Claim":
             r["traceNumber"] = [{"value": "t-1"}]  # R5-only element
     prefetch = {k: v for k, v in full_prefetch(fake, SIGN, _ctx(pid, enc)).items() if k != "claims"}
-    response = _call(client, token, fake, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
+    response = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
     assert response.status_code == 200
     assert any(p.startswith("Claim?") for p in fake.paths)
     dq = _dq(response)
     assert "claims" in dq["detail"] and "FHIR R5" in dq["detail"]
-    assert UNITS not in _topics(response)  # the claims were not read, so the billed units are not compared
+    assert UNITS not in card_topics(response)  # the claims were not read, so the billed units are not compared
 
 
 # ---------------------------------------------------------------------------------------------- 3. broken Bundles
@@ -188,10 +175,10 @@ def test_unusable_prefetch_bundle_is_fetched_instead(client: Any, token: TokenFa
     fake, pid, enc = _setup()
     prefetch = full_prefetch(fake, SIGN, _ctx(pid, enc))
     prefetch["procedures"] = broken
-    response = _call(client, token, fake, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
+    response = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
     assert response.status_code == 200
     assert any(p.startswith("Procedure?") for p in fake.paths), fake.paths
-    assert _topics(response) == [UNITS]
+    assert card_topics(response) == [UNITS]
     assert NO_MINUTES not in response.get_data(as_text=True)
 
 
@@ -203,10 +190,10 @@ def test_unusable_prefetch_bundle_without_a_server_is_not_read_as_no_data(
     prefetch = full_prefetch(fake, SIGN, _ctx(pid, enc))
     prefetch["procedures"] = broken
     body = hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch, server=None)
-    response = _call(client, token, None, body)
+    response = call_service(client, token, None, SIGN, body)
     assert response.status_code == 200
     text = response.get_data(as_text=True)
-    assert NO_MINUTES not in text and "data-quality.no-minutes" not in _topics(response)
+    assert NO_MINUTES not in text and "data-quality.no-minutes" not in card_topics(response)
     dq = _dq(response)
     assert "prefetch.procedures" in dq["detail"] and "procedures" in dq["detail"].split("**Not checked**")[0]
 
@@ -217,10 +204,10 @@ def test_bad_entries_of_a_good_bundle_are_skipped_with_a_note(client: Any, token
     good = prefetch["procedures"]["entry"]
     assert good
     prefetch["procedures"] = {**prefetch["procedures"], "entry": [5, *good, None, {"resource": "x"}]}
-    response = _call(client, token, fake, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
+    response = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
     assert response.status_code == 200
     assert not any(p.startswith("Procedure?") for p in fake.paths)  # the good entries were kept, not refetched
-    assert UNITS in _topics(response)
+    assert UNITS in card_topics(response)
     units = next(c for c in response.json["cards"] if c["source"]["topic"]["code"] == UNITS)
     assert units["indicator"] == "critical"
     detail = _dq(response)["detail"]
@@ -323,6 +310,6 @@ def test_a_meta_that_is_not_an_object_is_no_500(client: Any, token: TokenFactory
     prefetch["procedures"] = {**prefetch["procedures"],
                               "entry": [{**entries[0], "resource": {**entries[0]["resource"], "meta": meta}},
                                         *entries[1:]]}
-    response = _call(client, token, fake, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
+    response = call_service(client, token, fake, SIGN, hook_request(SIGN, patient=pid, encounter=enc, prefetch=prefetch))
     assert response.status_code == 200, response.get_data(as_text=True)[:300]
-    assert UNITS in _topics(response)
+    assert UNITS in card_topics(response)
